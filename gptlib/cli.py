@@ -1,0 +1,141 @@
+"""Command-line interface: `gptlib train ...`, `gptlib sample ...` (or `python -m gptlib ...`)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .checkpoint import CheckpointError, load_model
+from .data import encode_corpus, load_corpus, train_val_split
+from .generate import stream
+from .model import PRESETS, preset_config
+from .tokenizer import BPETokenizer, CharTokenizer, Tokenizer, UnknownCharacterError
+from .train import CHECKPOINT_NAME, TRAIN_PRESETS, NonFiniteLossError, TrainConfig, train
+from .utils import seed_everything
+
+RUNS_DIR = Path("runs")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="gptlib",
+        description="Train a small GPT and sample from it. Every command has --help.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    t = commands.add_parser(
+        "train",
+        help="train a GPT on a corpus",
+        description="Train a GPT. A preset fixes the model size and sensible training settings; "
+        "any flag you give overrides the preset.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    t.add_argument("--preset", choices=list(PRESETS), default="tiny", help="model size and training settings")
+    t.add_argument("--corpus", default="course", help="'course', 'course-en', 'course-zh', 'tinyshakespeare' or a .txt path")
+    t.add_argument("--tokenizer", choices=["char", "bpe"], default="char")
+    t.add_argument("--vocab-size", type=int, default=512, help="BPE vocabulary size (with --tokenizer bpe)")
+    t.add_argument("--out", type=Path, default=None, help="run directory (default: runs/PRESET)")
+    t.add_argument("--steps", type=int, default=None, help="training steps (default: the preset's)")
+    t.add_argument("--batch-size", type=int, default=None)
+    t.add_argument("--lr", type=float, default=None, help="peak learning rate")
+    t.add_argument("--eval-interval", type=int, default=None)
+    t.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps (default: best available)")
+    t.add_argument("--seed", type=int, default=1337)
+    t.add_argument("--resume", action="store_true", help="continue from the run directory's checkpoint")
+    t.add_argument("--no-progress", action="store_true", help="no progress bar (for logs)")
+
+    s = commands.add_parser(
+        "sample",
+        help="generate text from a trained checkpoint",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    s.add_argument("--checkpoint", type=Path, default=None,
+                   help=f"a checkpoint file or run directory (default: the newest runs/*/{CHECKPOINT_NAME})")
+    s.add_argument("--prompt", default="\n", help="text to continue")
+    s.add_argument("--max-new-tokens", type=int, default=300)
+    s.add_argument("--temperature", type=float, default=0.8, help="0 = greedy; lower = safer, higher = wilder")
+    s.add_argument("--top-k", type=int, default=None, help="sample only among the k most likely tokens")
+    s.add_argument("--seed", type=int, default=None, help="fix the seed for reproducible samples")
+    s.add_argument("--device", default=None)
+    return parser
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    out_dir = args.out or RUNS_DIR / args.preset
+    seed_everything(args.seed)
+    text = load_corpus(args.corpus)
+    if args.tokenizer == "char":
+        tokenizer: Tokenizer = CharTokenizer.train(text)
+    else:
+        tokenizer = BPETokenizer.train(text, args.vocab_size, progress=True)
+    data = encode_corpus(text, tokenizer)
+    train_data, val_data = train_val_split(data, 0.1)
+    overrides = {} if args.preset == "gpt2" else {"vocab_size": tokenizer.vocab_size}
+    model_config = preset_config(args.preset, **overrides)
+    if model_config.vocab_size < tokenizer.vocab_size:
+        raise ValueError(f"preset {args.preset} has vocab_size={model_config.vocab_size}, "
+                         f"smaller than the tokenizer's {tokenizer.vocab_size}")
+    settings = dict(TRAIN_PRESETS[args.preset], seed=args.seed, device=args.device, progress=not args.no_progress)
+    for flag, key in [("steps", "max_steps"), ("batch_size", "batch_size"), ("lr", "learning_rate"),
+                      ("eval_interval", "eval_interval")]:
+        if getattr(args, flag) is not None:
+            settings[key] = getattr(args, flag)
+    if "learning_rate" in settings and settings["min_lr"] > settings["learning_rate"]:
+        settings["min_lr"] = settings["learning_rate"] / 10
+    config = TrainConfig(**settings)
+    from .model import GPT  # after argument checks: building gpt2 takes a moment
+
+    model = GPT(model_config)
+    print(f"corpus {args.corpus}: {len(text):,} characters -> {len(data):,} tokens "
+          f"({args.tokenizer} tokenizer, vocab {tokenizer.vocab_size})")
+    print(f"model {args.preset}: {model.num_params():,} parameters; training {config.max_steps} steps -> {out_dir}")
+    result = train(model, train_data, val_data, config, tokenizer=tokenizer, out_dir=out_dir, resume=args.resume)
+    final = result.final
+    if result.interrupted:
+        print(f"stopped at step {result.steps}; resume with: gptlib train --preset {args.preset} "
+              f"--corpus {args.corpus} --out {out_dir} --resume")
+    elif final:
+        print(f"step {result.steps}: train loss {final['train_loss']:.3f}, val loss {final['val_loss']:.3f} "
+              f"({result.seconds:.0f} s)")
+    print(f"checkpoint: {result.checkpoint}")
+    return 130 if result.interrupted else 0
+
+
+def find_checkpoint(path: Path | None) -> Path:
+    if path is not None:
+        return path / CHECKPOINT_NAME if path.is_dir() else path
+    found = sorted(RUNS_DIR.glob(f"*/{CHECKPOINT_NAME}"), key=lambda p: p.stat().st_mtime)
+    if not found:
+        raise FileNotFoundError(f"no checkpoint in {RUNS_DIR}/*/: train one first (gptlib train) or pass --checkpoint")
+    return found[-1]
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    path = find_checkpoint(args.checkpoint)
+    from .utils import get_device
+
+    model, tokenizer = load_model(path, get_device(args.device))
+    if tokenizer is None:
+        raise ValueError(f"{path} holds no tokenizer, so its output cannot be turned into text")
+    print(f"# sampling from {path}", file=sys.stderr)
+    sys.stdout.write(args.prompt)
+    for piece in stream(model, tokenizer, args.prompt, args.max_new_tokens, args.temperature, args.top_k, args.seed):
+        sys.stdout.write(piece)
+        sys.stdout.flush()
+    sys.stdout.write("\n")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "train":
+            return cmd_train(args)
+        return cmd_sample(args)
+    except (ValueError, FileNotFoundError, CheckpointError, UnknownCharacterError, NonFiniteLossError, OSError) as e:
+        print(f"gptlib {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,174 @@
+"""Corpora, token arrays and batches.
+
+* `load_corpus(name)` returns the text of a named corpus: `course` (this course's own
+  pages, English and Chinese, always available offline) or `tinyshakespeare`
+  (downloaded once, checked against its SHA-256, cached).
+* `encode_corpus`, `train_val_split` and `get_batch` turn text into the `(B, T)`
+  input/target batches a language model trains on.
+"""
+
+
+# --8<-- [start:imports]
+import hashlib
+import os
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .tokenizer import Tokenizer
+# --8<-- [end:imports]
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+REPO_DIR = PACKAGE_DIR.parent
+DOCS_DIR = REPO_DIR / "docs"
+CACHE_ENV_VAR = "GPTLIB_CACHE"
+
+
+def cache_dir() -> Path:
+    """Where downloads are kept: $GPTLIB_CACHE, else ~/.cache/gptlib."""
+    return Path(os.environ.get(CACHE_ENV_VAR) or Path.home() / ".cache" / "gptlib")
+
+
+def sha256_of(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+# --8<-- [start:download]
+def download(url: str, sha256: str, filename: str, directory: str | Path | None = None, progress: bool = True) -> Path:
+    """Download `url` into the cache once, check its SHA-256 and return the local path.
+
+    A cached file with the right checksum is used as it is (no network). pooch
+    downloads to a temporary file and moves it into place only after the checksum
+    matched, so an interrupted or corrupted download never poisons the cache.
+    """
+    import pooch  # imported here: only downloads need it
+
+    directory = Path(directory) if directory is not None else cache_dir()
+    try:
+        path = pooch.retrieve(
+            url, known_hash=f"sha256:{sha256}", fname=filename, path=directory, progressbar=progress
+        )
+    except ValueError as e:  # pooch raises ValueError on a checksum mismatch
+        raise ValueError(f"download of {url} failed its SHA-256 check: {e}") from None
+    return Path(path)
+# --8<-- [end:download]
+
+
+@dataclass(frozen=True)
+class RemoteCorpus:
+    url: str
+    sha256: str
+    filename: str
+    env_var: str  # a path in this variable is used instead of downloading
+
+
+TINYSHAKESPEARE = RemoteCorpus(
+    url="https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt",
+    sha256="86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed",
+    filename="tinyshakespeare.txt",
+    env_var="GPTLIB_TINYSHAKESPEARE",
+)
+
+
+def local_candidates(corpus: RemoteCorpus) -> list[Path]:
+    """Places a copy may already be, before we download: the env var, then ../shared/data."""
+    candidates = []
+    if os.environ.get(corpus.env_var):
+        candidates.append(Path(os.environ[corpus.env_var]))
+    candidates.append(REPO_DIR.parent / "shared" / "data" / corpus.filename)
+    return candidates
+
+
+def fetch_remote_corpus(corpus: RemoteCorpus, progress: bool = True) -> Path:
+    for path in local_candidates(corpus):
+        if path.is_file():
+            if sha256_of(path) != corpus.sha256:
+                raise ValueError(f"{path} exists but its SHA-256 does not match the published {corpus.filename}")
+            return path
+    return download(corpus.url, corpus.sha256, corpus.filename, progress=progress)
+
+
+def course_pages(docs_dir: Path = DOCS_DIR, lang: str | None = None) -> list[Path]:
+    """The course's own pages, each English page followed by its Chinese twin."""
+    if not docs_dir.is_dir():
+        raise FileNotFoundError(
+            f"the 'course' corpus reads the course pages in {docs_dir}, which is missing: "
+            "use gptlib from a clone of the course repository (pip install -e .)"
+        )
+    pages = []
+    for en in sorted(p for p in docs_dir.rglob("*.md") if not p.name.endswith(".zh.md")):
+        zh = en.with_name(en.name[: -len(".md")] + ".zh.md")
+        if lang in (None, "en"):
+            pages.append(en)
+        if lang in (None, "zh") and zh.exists():
+            pages.append(zh)
+    return pages
+
+
+def course_text(lang: str | None = None, docs_dir: Path = DOCS_DIR) -> str:
+    """The prose and code of the course pages (HTML comments and snippet includes removed)."""
+    texts = []
+    for page in course_pages(docs_dir, lang):
+        text = page.read_text(encoding="utf-8")
+        text = re.sub(r"<!--.*?-->", "", text, flags=re.S)
+        text = re.sub(r"^\s*-+8<-+.*$\n?", "", text, flags=re.M)
+        texts.append(text.strip() + "\n\n")
+    return "".join(texts)
+
+
+CORPORA: dict[str, Callable[[], str]] = {
+    "course": course_text,
+    "course-en": lambda: course_text("en"),
+    "course-zh": lambda: course_text("zh"),
+    "tinyshakespeare": lambda: fetch_remote_corpus(TINYSHAKESPEARE).read_text(encoding="utf-8"),
+}
+
+
+# --8<-- [start:load_corpus]
+def load_corpus(name: str) -> str:
+    """The text of a named corpus (see `CORPORA`) or of a UTF-8 text file at a path."""
+    if name in CORPORA:
+        return CORPORA[name]()
+    path = Path(name)
+    if path.is_file():
+        return path.read_text(encoding="utf-8")
+    raise ValueError(f"unknown corpus {name!r}: use one of {sorted(CORPORA)} or the path of a text file")
+# --8<-- [end:load_corpus]
+
+
+# --8<-- [start:batches]
+def encode_corpus(text: str, tokenizer: Tokenizer) -> torch.Tensor:
+    """The whole text as one long 1-D tensor of token ids."""
+    return torch.tensor(tokenizer.encode(text), dtype=torch.long)
+
+
+def train_val_split(data: torch.Tensor, val_fraction: float = 0.1) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first (1 - val_fraction) of the tokens for training, the rest for validation."""
+    if not 0.0 < val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be between 0 and 1, got {val_fraction}")
+    n = int(len(data) * (1.0 - val_fraction))
+    return data[:n], data[n:]
+
+
+def get_batch(
+    data: torch.Tensor,
+    batch_size: int,
+    block_size: int,
+    device: torch.device | str = "cpu",
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sample `batch_size` random windows: inputs x and targets y = x shifted by one."""
+    if len(data) <= block_size:
+        raise ValueError(f"need more than block_size={block_size} tokens to make a batch, got {len(data)}")
+    starts = torch.randint(len(data) - block_size, (batch_size,), generator=generator)  # (B,)
+    x = torch.stack([data[i : i + block_size] for i in starts])  # (B, T)
+    y = torch.stack([data[i + 1 : i + 1 + block_size] for i in starts])  # (B, T): the next token at each position
+    return x.to(device), y.to(device)
+# --8<-- [end:batches]

@@ -1,0 +1,186 @@
+"""The GPT model: configuration, attention, MLP, Transformer block, and the model itself.
+
+Shapes in comments use B = batch size, T = sequence length (time), C = n_embd
+(channels), H = n_head, D = C // H (head size), V = vocab_size.
+
+Chapters 05-08 build this file piece by piece.
+"""
+
+
+# --8<-- [start:imports]
+import math
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+# --8<-- [end:imports]
+
+
+# --8<-- [start:config]
+@dataclass
+class GPTConfig:
+    vocab_size: int = 65
+    block_size: int = 64  # the longest context the model sees (number of positions)
+    n_layer: int = 4
+    n_head: int = 4
+    n_embd: int = 128
+    dropout: float = 0.0
+    bias: bool = True  # biases in Linear layers and LayerNorms, as in GPT-2
+
+    def __post_init__(self) -> None:
+        for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"GPTConfig.{name} must be a positive integer, got {value!r}")
+        if self.n_embd % self.n_head != 0:
+            raise ValueError(f"n_embd={self.n_embd} must be divisible by n_head={self.n_head}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+# --8<-- [end:config]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "GPTConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown GPTConfig field(s) {unknown}; known fields are {sorted(known)}")
+        return cls(**data)
+
+
+# Model sizes, smallest first. vocab_size comes from the tokenizer, except for gpt2,
+# whose vocabulary is fixed by its tokenizer (50257 tokens).
+# --8<-- [start:presets]
+PRESETS: dict[str, dict[str, Any]] = {
+    "nano": dict(n_layer=2, n_head=4, n_embd=64, block_size=64),  # ~0.1M parameters: seconds, for tests and demos
+    "tiny": dict(n_layer=4, n_head=4, n_embd=128, block_size=64),  # ~0.8M: about a minute on a laptop CPU
+    "small": dict(n_layer=6, n_head=6, n_embd=384, block_size=256, dropout=0.2),  # ~10.7M: wants a GPU
+    "gpt2": dict(n_layer=12, n_head=12, n_embd=768, block_size=1024, vocab_size=50257),  # 124M: GPT-2 small
+}
+
+
+def preset_config(name: str, **overrides: Any) -> "GPTConfig":
+    """A GPTConfig from a preset name, with any field overridden (e.g. vocab_size=...)."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose one of {list(PRESETS)}")
+    return GPTConfig(**{**PRESETS[name], **overrides})
+# --8<-- [end:presets]
+
+
+# --8<-- [start:attention]
+class CausalSelfAttention(nn.Module):
+    """Multi-head self-attention where each position sees only itself and the past."""
+
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.n_head = config.n_head
+        self.dropout = config.dropout
+        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)  # q, k, v in one matmul
+        self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
+        self.resid_dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, T, C = x.shape
+        q, k, v = self.c_attn(x).split(C, dim=2)  # each (B, T, C)
+        # split C into H heads of size D and move heads next to batch: (B, H, T, D)
+        q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
+        k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
+        v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
+        # softmax(q k^T / sqrt(D) + causal mask) v, with a fused kernel where one exists
+        y = F.scaled_dot_product_attention(
+            q, k, v, is_causal=True, dropout_p=self.dropout if self.training else 0.0
+        )  # (B, H, T, D)
+        y = y.transpose(1, 2).contiguous().view(B, T, C)  # heads side by side again: (B, T, C)
+        return self.resid_dropout(self.c_proj(y))
+# --8<-- [end:attention]
+
+
+# --8<-- [start:mlp]
+class MLP(nn.Module):
+    """Position-wise feed-forward network: widen 4x, GELU, project back."""
+
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
+        self.gelu = nn.GELU()
+        self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.c_proj(self.gelu(self.c_fc(x))))  # (B, T, C) -> (B, T, 4C) -> (B, T, C)
+# --8<-- [end:mlp]
+
+
+# --8<-- [start:block]
+class Block(nn.Module):
+    """A pre-norm Transformer block: x + attn(ln(x)), then x + mlp(ln(x))."""
+
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.attn = CausalSelfAttention(config)
+        self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.mlp = MLP(config)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x))  # (B, T, C): tokens exchange information
+        x = x + self.mlp(self.ln_2(x))  # (B, T, C): each token thinks on its own
+        return x
+# --8<-- [end:block]
+
+
+# --8<-- [start:gpt]
+class GPT(nn.Module):
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.config = config
+        self.tok_emb = nn.Embedding(config.vocab_size, config.n_embd)  # token id -> vector
+        self.pos_emb = nn.Embedding(config.block_size, config.n_embd)  # position -> vector
+        self.drop = nn.Dropout(config.dropout)
+        self.blocks = nn.ModuleList([Block(config) for _ in range(config.n_layer)])
+        self.ln_f = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        # Weight tying: the same matrix maps ids to vectors and vectors back to logits.
+        self.lm_head.weight = self.tok_emb.weight
+        self.apply(self._init_weights)
+        # GPT-2 scales the projections that write into the residual stream, so the
+        # stream's variance does not grow with depth (2 writes per block).
+        for name, p in self.named_parameters():
+            if name.endswith("c_proj.weight"):
+                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    def forward(
+        self, idx: torch.Tensor, targets: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        B, T = idx.shape
+        if T > self.config.block_size:
+            raise ValueError(f"sequence length {T} is longer than block_size={self.config.block_size}")
+        pos = torch.arange(T, device=idx.device)  # (T,)
+        x = self.drop(self.tok_emb(idx) + self.pos_emb(pos))  # (B, T, C) + (T, C) -> (B, T, C)
+        for block in self.blocks:
+            x = block(x)  # (B, T, C)
+        x = self.ln_f(x)  # (B, T, C)
+        logits = self.lm_head(x)  # (B, T, V)
+        loss = None
+        if targets is not None:
+            # ignore_index=-100 lets fine-tuning mask positions out of the loss
+            loss = F.cross_entropy(logits.view(B * T, -1), targets.view(B * T), ignore_index=-100)
+        return logits, loss
+# --8<-- [end:gpt]
+
+    def num_params(self) -> int:
+        """Number of parameters, counting the tied embedding/head matrix once."""
+        return sum(p.numel() for p in self.parameters())  # parameters() yields a shared tensor once

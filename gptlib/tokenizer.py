@@ -1,0 +1,299 @@
+"""Tokenizers: turn text into integer ids and back.
+
+Two kinds, one interface (`encode`, `decode`, `vocab_size`, `save`, `to_dict`):
+
+* `CharTokenizer`: one id per character seen in the training text.
+* `BPETokenizer`: byte-level byte-pair encoding, trained from scratch. It starts
+  from the 256 possible bytes, so it can encode *any* text (Chinese, emoji, ...)
+  and decoding gives back exactly the text that was encoded.
+
+Chapter 04 (Tokenizer) builds this file.
+"""
+
+
+# --8<-- [start:imports]
+import json
+import re
+from collections import Counter
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+# --8<-- [end:imports]
+
+FORMAT_VERSION = 1
+
+
+# --8<-- [start:errors]
+class UnknownCharacterError(ValueError):
+    """The text holds characters that the tokenizer's vocabulary does not have."""
+
+    def __init__(self, unknown: Iterable[str]):
+        self.characters = sorted(set(unknown))
+        shown = ", ".join(f"{c!r} (U+{ord(c):04X})" for c in self.characters[:10])
+        more = f" and {len(self.characters) - 10} more" if len(self.characters) > 10 else ""
+        super().__init__(
+            f"{len(self.characters)} character(s) not in the vocabulary: {shown}{more}. "
+            "Train the tokenizer on text that contains them, "
+            "or create it with unk_token=... to map unknown characters to one id."
+        )
+# --8<-- [end:errors]
+
+
+# --8<-- [start:char]
+class CharTokenizer:
+    """One token per character. The vocabulary is the sorted set of characters seen."""
+
+    kind = "char"
+
+    def __init__(self, chars: Iterable[str], unk_token: str | None = None):
+        self.chars = sorted(set(chars))
+        if unk_token is not None and unk_token not in self.chars:
+            self.chars.append(unk_token)  # the unknown token gets the last id
+        self.unk_token = unk_token
+        self.stoi = {ch: i for i, ch in enumerate(self.chars)}  # string -> id
+        self.itos = dict(enumerate(self.chars))  # id -> string
+
+    @classmethod
+    def train(cls, text: str, unk_token: str | None = None) -> "CharTokenizer":
+        return cls(set(text), unk_token=unk_token)
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.chars)
+
+    def encode(self, text: str) -> list[int]:
+        if self.unk_token is not None:
+            unk_id = self.stoi[self.unk_token]
+            return [self.stoi.get(ch, unk_id) for ch in text]
+        unknown = {ch for ch in text if ch not in self.stoi}
+        if unknown:
+            raise UnknownCharacterError(unknown)
+        return [self.stoi[ch] for ch in text]
+
+    def decode(self, ids: Iterable[int]) -> str:
+        ids = [int(i) for i in ids]
+        bad = sorted({i for i in ids if i not in self.itos})
+        if bad:
+            raise ValueError(f"token id(s) {bad[:10]} out of range for vocab_size={self.vocab_size}")
+        return "".join(self.itos[i] for i in ids)
+# --8<-- [end:char]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"type": self.kind, "version": FORMAT_VERSION, "chars": self.chars, "unk_token": self.unk_token}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "CharTokenizer":
+        chars = [c for c in data["chars"] if c != data.get("unk_token")]
+        return cls(chars, unk_token=data.get("unk_token"))
+
+    def save(self, path: str | Path) -> Path:
+        return _save_json(self.to_dict(), path)
+
+
+# --8<-- [start:split_pattern]
+# Split text into chunks before BPE so that merges never cross a word boundary:
+# an optional space + letters, an optional space + digits, an optional space +
+# punctuation, or whitespace. GPT-2 uses the same idea (with the `regex` module's
+# \p{L}); here `[^\W\d_]` means "a letter" with only the standard library.
+SPLIT_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?[^\W\d_]+| ?\d+| ?(?:[^\s\w]|_)+|\s+(?!\S)|\s+"""
+# --8<-- [end:split_pattern]
+
+
+# --8<-- [start:bpe_helpers]
+def count_pairs(words: dict[tuple[int, ...], int]) -> Counter[tuple[int, int]]:
+    """How often each pair of neighbouring ids occurs, weighted by word frequency."""
+    pairs: Counter[tuple[int, int]] = Counter()
+    for word, freq in words.items():
+        for pair in zip(word, word[1:]):
+            pairs[pair] += freq
+    return pairs
+
+
+def merge_pair(ids: tuple[int, ...], pair: tuple[int, int], new_id: int) -> tuple[int, ...]:
+    """Replace every occurrence of `pair` in `ids` by `new_id`."""
+    out, i = [], 0
+    while i < len(ids):
+        if i + 1 < len(ids) and (ids[i], ids[i + 1]) == pair:
+            out.append(new_id)
+            i += 2
+        else:
+            out.append(ids[i])
+            i += 1
+    return tuple(out)
+# --8<-- [end:bpe_helpers]
+
+
+class BPETokenizer:
+    """Byte-level BPE: ids 0..255 are the raw bytes, every later id is a learned merge."""
+
+    kind = "bpe"
+
+    def __init__(
+        self,
+        merges: list[tuple[int, int]] | None = None,
+        pattern: str = SPLIT_PATTERN,
+        special_tokens: Iterable[str] = (),
+    ):
+        self.merges = [tuple(m) for m in (merges or [])]
+        self.pattern = pattern
+        self._split = re.compile(pattern)
+        # vocab: id -> the bytes it stands for. Merge k creates id 256 + k.
+        self.vocab = {i: bytes([i]) for i in range(256)}
+        self.ranks: dict[tuple[int, int], int] = {}
+        for k, (a, b) in enumerate(self.merges):
+            self.vocab[256 + k] = self.vocab[a] + self.vocab[b]
+            self.ranks[(a, b)] = k
+        first_special = 256 + len(self.merges)
+        self.special_tokens = {tok: first_special + i for i, tok in enumerate(dict.fromkeys(special_tokens))}
+        self._special_split = (
+            re.compile("(" + "|".join(re.escape(t) for t in sorted(self.special_tokens, key=len, reverse=True)) + ")")
+            if self.special_tokens
+            else None
+        )
+        self._cache: dict[str, list[int]] = {}
+
+    # --8<-- [start:train]
+    @classmethod
+    def train(
+        cls,
+        text: str,
+        vocab_size: int,
+        special_tokens: Iterable[str] = (),
+        pattern: str = SPLIT_PATTERN,
+        progress: bool = False,
+    ) -> "BPETokenizer":
+        """Learn `vocab_size - 256 - len(special_tokens)` merges from `text`."""
+        special_tokens = list(dict.fromkeys(special_tokens))
+        num_merges = vocab_size - 256 - len(special_tokens)
+        if num_merges < 0:
+            raise ValueError(f"vocab_size must be at least {256 + len(special_tokens)} (256 bytes + special tokens)")
+        # Count each distinct chunk once: "the" appears thousands of times, but we
+        # only need to merge inside it once and multiply by its frequency.
+        chunks = Counter(re.findall(pattern, text))
+        words = {tuple(chunk.encode("utf-8")): freq for chunk, freq in chunks.items()}
+        merges: list[tuple[int, int]] = []
+        for k in tqdm(range(num_merges), desc="BPE merges", disable=not progress):
+            pairs = count_pairs(words)
+            if not pairs:
+                break  # every chunk is a single token already: nothing left to merge
+            best = max(pairs, key=pairs.get)  # the most frequent pair (first seen on ties)
+            new_id = 256 + k
+            words = {merge_pair(w, best, new_id): f for w, f in words.items()}
+            merges.append(best)
+        return cls(merges, pattern=pattern, special_tokens=special_tokens)
+    # --8<-- [end:train]
+
+    @property
+    def vocab_size(self) -> int:
+        return 256 + len(self.merges) + len(self.special_tokens)
+
+    # --8<-- [start:encode]
+    def _encode_chunk(self, chunk: str) -> list[int]:
+        ids = tuple(chunk.encode("utf-8"))
+        while len(ids) >= 2:
+            # apply the earliest-learned merge that occurs in the chunk, as in training
+            pair = min(zip(ids, ids[1:]), key=lambda p: self.ranks.get(p, float("inf")))
+            if pair not in self.ranks:
+                break
+            ids = merge_pair(ids, pair, 256 + self.ranks[pair])
+        return list(ids)
+
+    def _encode_ordinary(self, text: str) -> list[int]:
+        out: list[int] = []
+        for chunk in self._split.findall(text):
+            if chunk not in self._cache:
+                self._cache[chunk] = self._encode_chunk(chunk)
+            out.extend(self._cache[chunk])
+        return out
+
+    def encode(self, text: str) -> list[int]:
+        if self._special_split is None:
+            return self._encode_ordinary(text)
+        out: list[int] = []
+        for part in self._special_split.split(text):
+            if part in self.special_tokens:
+                out.append(self.special_tokens[part])
+            elif part:
+                out.extend(self._encode_ordinary(part))
+        return out
+
+    def decode(self, ids: Iterable[int]) -> str:
+        inverse_special = {i: tok.encode("utf-8") for tok, i in self.special_tokens.items()}
+        parts = []
+        for i in ids:
+            i = int(i)
+            if i in self.vocab:
+                parts.append(self.vocab[i])
+            elif i in inverse_special:
+                parts.append(inverse_special[i])
+            else:
+                raise ValueError(f"token id {i} out of range for vocab_size={self.vocab_size}")
+        # A slice of ids may end inside a multi-byte character; show U+FFFD there
+        # instead of crashing. Whole encodings always decode exactly.
+        return b"".join(parts).decode("utf-8", errors="replace")
+    # --8<-- [end:encode]
+
+    def token_str(self, i: int) -> str:
+        """A readable form of one token (bytes that are not valid UTF-8 are shown escaped)."""
+        for tok, j in self.special_tokens.items():
+            if i == j:
+                return tok
+        raw = self.vocab[i]
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError:
+            return str(raw)[2:-1]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "type": self.kind,
+            "version": FORMAT_VERSION,
+            "pattern": self.pattern,
+            "merges": [list(m) for m in self.merges],
+            "special_tokens": list(self.special_tokens),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "BPETokenizer":
+        merges = [tuple(m) for m in data["merges"]]
+        for k, (a, b) in enumerate(merges):
+            if not (0 <= a < 256 + k and 0 <= b < 256 + k):
+                raise ValueError(f"merge {k} {(a, b)} refers to a token that does not exist yet")
+        return cls(merges, pattern=data["pattern"], special_tokens=data.get("special_tokens", []))
+
+    def save(self, path: str | Path) -> Path:
+        return _save_json(self.to_dict(), path)
+
+
+Tokenizer = CharTokenizer | BPETokenizer
+TOKENIZERS: dict[str, type[CharTokenizer] | type[BPETokenizer]] = {"char": CharTokenizer, "bpe": BPETokenizer}
+
+
+def tokenizer_from_dict(data: dict[str, Any]) -> Tokenizer:
+    """Rebuild a tokenizer from `to_dict()` output, checking that it is one of ours."""
+    if not isinstance(data, dict) or data.get("type") not in TOKENIZERS:
+        raise ValueError(f"not a gptlib tokenizer: expected a 'type' of {sorted(TOKENIZERS)}")
+    if data.get("version") != FORMAT_VERSION:
+        raise ValueError(f"tokenizer format version {data.get('version')!r} is not supported (expected {FORMAT_VERSION})")
+    return TOKENIZERS[data["type"]].from_dict(data)
+
+
+def load_tokenizer(path: str | Path) -> Tokenizer:
+    """Load a tokenizer saved with `.save(path)`."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path} is not a tokenizer JSON file: {e}") from None
+    return tokenizer_from_dict(data)
+
+
+def _save_json(data: dict[str, Any], path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
+    tmp.replace(path)  # atomic: a crash leaves the old file or the new one, never half of one
+    return path

@@ -1,0 +1,289 @@
+"""The training loop: AdamW, warmup + cosine learning rate, clipping, evaluation,
+a progress bar, a JSON-lines metrics log, checkpoints, clean Ctrl-C."""
+
+
+# --8<-- [start:imports]
+import json
+import math
+import signal
+import threading
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from .checkpoint import load_checkpoint, save_checkpoint, set_rng_state
+from .data import get_batch
+from .model import GPT
+from .tokenizer import Tokenizer
+from .utils import get_device
+# --8<-- [end:imports]
+
+CHECKPOINT_NAME = "checkpoint.safetensors"
+METRICS_NAME = "metrics.jsonl"
+
+
+@dataclass
+class TrainConfig:
+    max_steps: int = 1000
+    batch_size: int = 16
+    learning_rate: float = 1e-3
+    min_lr: float = 1e-4  # the cosine decays to this
+    warmup_steps: int = 50
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.99
+    grad_clip: float = 1.0  # 0 turns clipping off
+    eval_interval: int = 100  # evaluate (and checkpoint, if out_dir is set) every this many steps
+    eval_batches: int = 20
+    log_interval: int = 10
+    seed: int = 1337
+    device: str | None = None  # None: pick automatically (cuda -> mps -> cpu)
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        positive = ("max_steps", "batch_size", "eval_interval", "eval_batches", "log_interval")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ValueError(f"TrainConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if self.learning_rate <= 0 or self.min_lr < 0 or self.min_lr > self.learning_rate:
+            raise ValueError("need 0 <= min_lr <= learning_rate and learning_rate > 0")
+        if self.warmup_steps < 0 or self.grad_clip < 0 or self.weight_decay < 0:
+            raise ValueError("warmup_steps, grad_clip and weight_decay must be >= 0")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown TrainConfig field(s) {unknown}; known fields are {sorted(known)}")
+        return cls(**data)
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or infinite; training stopped before the weights were damaged further."""
+
+
+# --8<-- [start:optimizer]
+def configure_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.AdamW:
+    """AdamW with weight decay on matrices only: biases and LayerNorm gains are not decayed."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in params if p.dim() >= 2]
+    no_decay = [p for p in params if p.dim() < 2]
+    groups = [
+        {"params": decay, "weight_decay": config.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW(groups, lr=config.learning_rate, betas=(config.beta1, config.beta2))
+# --8<-- [end:optimizer]
+
+
+# --8<-- [start:lr_schedule]
+def lr_at(step: int, config: TrainConfig) -> float:
+    """Linear warmup to learning_rate, then cosine decay to min_lr at max_steps."""
+    if step < config.warmup_steps:
+        return config.learning_rate * (step + 1) / config.warmup_steps
+    progress = (step - config.warmup_steps) / max(1, config.max_steps - config.warmup_steps)
+    cosine = 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))  # 1 -> 0
+    return config.min_lr + cosine * (config.learning_rate - config.min_lr)
+# --8<-- [end:lr_schedule]
+
+
+# --8<-- [start:estimate_loss]
+@torch.no_grad()
+def estimate_loss(
+    model: GPT,
+    splits: dict[str, torch.Tensor],
+    batch_size: int,
+    eval_batches: int,
+    device: torch.device | str = "cpu",
+) -> dict[str, float]:
+    """Mean loss over `eval_batches` random batches of each split, with dropout off."""
+    was_training = model.training
+    model.eval()
+    out = {}
+    for name, data in splits.items():
+        losses = torch.zeros(eval_batches)
+        for i in range(eval_batches):
+            x, y = get_batch(data, batch_size, model.config.block_size, device)
+            _, loss = model(x, y)
+            losses[i] = loss.item()
+        out[name] = losses.mean().item()
+    model.train(was_training)
+    return out
+# --8<-- [end:estimate_loss]
+
+
+@dataclass
+class TrainResult:
+    steps: int
+    seconds: float
+    history: list[dict[str, Any]] = field(default_factory=list)  # the eval records
+    interrupted: bool = False
+    checkpoint: Path | None = None
+
+    @property
+    def final(self) -> dict[str, Any]:
+        return self.history[-1] if self.history else {}
+
+
+class _StopOnCtrlC:
+    """The first Ctrl-C asks the loop to stop after the current step (and save);
+    a second one interrupts at once."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous = None
+
+    def __enter__(self) -> "_StopOnCtrlC":
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        print("\nCtrl-C: stopping after this step and saving a checkpoint (press again to abort now)", flush=True)
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+
+# --8<-- [start:train]
+def train(
+    model: GPT,
+    train_data: torch.Tensor,
+    val_data: torch.Tensor,
+    config: TrainConfig,
+    tokenizer: Tokenizer | None = None,
+    out_dir: str | Path | None = None,
+    resume: bool = False,
+    stop_at_step: int | None = None,
+) -> TrainResult:
+    """Train `model` on random batches of `train_data`, evaluating on `val_data`.
+
+    With `out_dir`, writes `metrics.jsonl` and `checkpoint.safetensors` there
+    (every eval_interval steps, at the end, and on Ctrl-C); `resume=True`
+    continues from that checkpoint exactly where it stopped. `stop_at_step` ends
+    this run early (with a checkpoint) while the schedule still aims at max_steps,
+    so a long run can be done in slices.
+    """
+    device = get_device(config.device)
+    model.to(device)
+    optimizer = configure_optimizer(model, config)
+    out_dir = Path(out_dir) if out_dir is not None else None
+    ckpt_path = out_dir / CHECKPOINT_NAME if out_dir else None
+    step = 0
+    evaluated_at = -1  # the step whose evaluation already ran (and moved the RNG)
+    torch.manual_seed(config.seed)
+    if resume:
+        if ckpt_path is None or not ckpt_path.exists():
+            raise FileNotFoundError(f"resume=True but there is no checkpoint at {ckpt_path}")
+        ckpt = load_checkpoint(ckpt_path)
+        if ckpt.config != model.config:
+            raise ValueError(f"checkpoint config {ckpt.config} differs from the model's {model.config}")
+        model.load_state_dict(ckpt.model_state)
+        optimizer.load_state_dict(ckpt.optimizer_state)
+        set_rng_state(ckpt.rng_state)
+        step = ckpt.step
+        evaluated_at = ckpt.extra.get("evaluated_at", -1)
+    if out_dir:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    metrics = open(out_dir / METRICS_NAME, "a" if resume else "w", encoding="utf-8") if out_dir else None
+
+    def log(record: dict[str, Any]) -> None:
+        if metrics:
+            metrics.write(json.dumps(record) + "\n")
+            metrics.flush()
+
+    def checkpoint() -> Path | None:
+        if ckpt_path is None:
+            return None
+        extra = {"train_config": asdict(config), "evaluated_at": evaluated_at}
+        return save_checkpoint(ckpt_path, model, optimizer, step, tokenizer, extra=extra)
+
+    result = TrainResult(steps=step, seconds=0.0)
+    tokens_per_step = config.batch_size * model.config.block_size
+    bar = tqdm(total=config.max_steps, initial=step, disable=not config.progress, desc="train", unit="step")
+    start = last_log = time.perf_counter()
+    model.train()
+    try:
+        with _StopOnCtrlC() as stop:
+            while step < config.max_steps:
+                if step % config.eval_interval == 0 and step != evaluated_at:
+                    evaluated_at = step
+                    losses = estimate_loss(
+                        model, {"train": train_data, "val": val_data}, config.batch_size, config.eval_batches, device
+                    )
+                    record = {"step": step, "train_loss": losses["train"], "val_loss": losses["val"]}
+                    result.history.append(record)
+                    log(record)
+                    if step > 0:
+                        result.checkpoint = checkpoint()
+                lr = lr_at(step, config)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+                x, y = get_batch(train_data, config.batch_size, model.config.block_size, device)
+                _, loss = model(x, y)
+                if not torch.isfinite(loss):
+                    raise NonFiniteLossError(
+                        f"loss is {loss.item()} at step {step} (lr={lr:.2e}); the last checkpoint is untouched. "
+                        "Try a lower learning rate or check the data."
+                    )
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                grad_norm = torch.nn.utils.clip_grad_norm_(
+                    model.parameters(), config.grad_clip if config.grad_clip > 0 else float("inf")
+                )
+                optimizer.step()
+                step += 1
+                bar.update(1)
+                if step % config.log_interval == 0:
+                    now = time.perf_counter()
+                    tok_per_s = tokens_per_step * config.log_interval / (now - last_log)
+                    last_log = now
+                    bar.set_postfix(loss=f"{loss.item():.3f}", tok_s=f"{tok_per_s:,.0f}")
+                    log({"step": step, "loss": loss.item(), "lr": lr, "grad_norm": grad_norm.item(),
+                         "tokens_per_sec": tok_per_s})
+                if stop.requested or step == stop_at_step:
+                    result.interrupted = True
+                    break
+        if not result.interrupted and step != evaluated_at:
+            evaluated_at = step
+            losses = estimate_loss(
+                model, {"train": train_data, "val": val_data}, config.batch_size, config.eval_batches, device
+            )
+            record = {"step": step, "train_loss": losses["train"], "val_loss": losses["val"]}
+            result.history.append(record)
+            log(record)
+        result.checkpoint = checkpoint()
+    finally:
+        bar.close()
+        if metrics:
+            metrics.close()
+    result.steps = step
+    result.seconds = time.perf_counter() - start
+    return result
+# --8<-- [end:train]
+
+
+def read_metrics(path: str | Path) -> list[dict[str, Any]]:
+    """The records of a metrics.jsonl file, for plotting."""
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+# Training settings that go with each model preset (gptlib.model.PRESETS).
+# --8<-- [start:train_presets]
+TRAIN_PRESETS: dict[str, dict[str, Any]] = {
+    "nano": dict(max_steps=300, batch_size=16, learning_rate=3e-3, min_lr=3e-4, warmup_steps=20, eval_interval=50),
+    "tiny": dict(max_steps=800, batch_size=32, learning_rate=3e-3, min_lr=3e-4, warmup_steps=50, eval_interval=100),
+    "small": dict(max_steps=5000, batch_size=64, learning_rate=1e-3, min_lr=1e-4, warmup_steps=100, eval_interval=250),
+    "gpt2": dict(max_steps=20000, batch_size=8, learning_rate=6e-4, min_lr=6e-5, warmup_steps=700, eval_interval=500),
+}
+# --8<-- [end:train_presets]

@@ -1,0 +1,68 @@
+"""One fresh Python session for one page: the reader who pastes a page's blocks, in order,
+into a new interpreter. The page tests start this script in a subprocess and send it
+blocks; it runs each in the same namespace and answers with the output or the error.
+
+Protocol: one JSON object per line on stdin ({"code", "filename"}), one per line on the
+file descriptor given as argv[1] ({"ok", "stdout", "error"}).
+"""
+
+import contextlib
+import io
+import json
+import linecache
+import os
+import sys
+import traceback
+
+
+FIGURES_DIR = os.environ.get("PAGE_FIGURES_DIR")
+_saved_figures: set = set()
+
+
+def save_new_figures() -> None:
+    """Write each new labelled matplotlib figure to $PAGE_FIGURES_DIR/<label>.png.
+
+    A page makes a figure with `plt.figure(num="label")` or `plt.subplots(num="label")`
+    and shows it with `![...](figures/label.png)`: the picture on the site is the one
+    this code drew when the tests last ran.
+    """
+    if not FIGURES_DIR or "matplotlib.pyplot" not in sys.modules:
+        return
+    from matplotlib._pylab_helpers import Gcf  # the open figures, without changing the current one
+
+    for manager in Gcf.get_all_fig_managers():
+        fig = manager.canvas.figure
+        label = fig.get_label()
+        if label and fig not in _saved_figures:
+            os.makedirs(FIGURES_DIR, exist_ok=True)
+            fig.savefig(os.path.join(FIGURES_DIR, f"{label}.png"), dpi=110, bbox_inches="tight",
+                        metadata={"Software": None})
+            _saved_figures.add(fig)
+
+
+def main() -> None:
+    proto = os.fdopen(int(sys.argv[1]), "w", encoding="utf-8")
+    namespace = {"__name__": "__main__", "__builtins__": __builtins__}
+    for request in sys.stdin:
+        message = json.loads(request)
+        code, filename = message["code"], message["filename"]
+        # Let tracebacks show the block's own lines.
+        linecache.cache[filename] = (len(code), None, code.splitlines(True), filename)
+        out = io.StringIO()
+        error = None
+        try:
+            compiled = compile(code, filename, "exec")
+            with contextlib.redirect_stdout(out):
+                exec(compiled, namespace)
+        except BaseException as e:  # noqa: BLE001 - report everything, SystemExit included
+            frames = traceback.extract_tb(e.__traceback__)
+            # Drop this driver's own frame; keep the block's frames and what they called.
+            frames = [f for f in frames if f.filename != __file__]
+            error = "".join(traceback.format_list(frames)) + "".join(traceback.format_exception_only(e))
+        save_new_figures()
+        proto.write(json.dumps({"ok": error is None, "stdout": out.getvalue(), "error": error}) + "\n")
+        proto.flush()
+
+
+if __name__ == "__main__":
+    main()

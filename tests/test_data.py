@@ -1,0 +1,120 @@
+import hashlib
+import http.server
+import threading
+from functools import partial
+
+import pytest
+import torch
+
+from gptlib import data
+from gptlib.data import (
+    RemoteCorpus,
+    download,
+    encode_corpus,
+    fetch_remote_corpus,
+    get_batch,
+    load_corpus,
+    train_val_split,
+)
+from gptlib.tokenizer import CharTokenizer
+
+
+class CountingHandler(http.server.SimpleHTTPRequestHandler):
+    requests: list[str] = []
+
+    def do_GET(self):
+        CountingHandler.requests.append(self.path)
+        super().do_GET()
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture()
+def server(tmp_path):
+    """A loopback HTTP server serving tmp_path/served (no internet needed)."""
+    served = tmp_path / "served"
+    served.mkdir()
+    CountingHandler.requests = []
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), partial(CountingHandler, directory=str(served)))
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield served, f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+
+
+def test_download_caches_and_checks_sha256(server, tmp_path):
+    served, base = server
+    payload = "First Citizen:\nBefore we proceed any further, hear me speak.\n".encode()
+    (served / "input.txt").write_bytes(payload)
+    sha = hashlib.sha256(payload).hexdigest()
+    cache = tmp_path / "cache"
+    path = download(f"{base}/input.txt", sha, "shakes.txt", cache, progress=False)
+    assert path == cache / "shakes.txt" and path.read_bytes() == payload
+    assert CountingHandler.requests == ["/input.txt"]
+    again = download(f"{base}/input.txt", sha, "shakes.txt", cache, progress=False)
+    assert again == path and CountingHandler.requests == ["/input.txt"]  # served from the cache
+
+
+def test_download_rejects_wrong_checksum_and_keeps_cache_clean(server, tmp_path):
+    served, base = server
+    (served / "input.txt").write_text("tampered")
+    cache = tmp_path / "cache"
+    with pytest.raises(ValueError, match="SHA-256"):
+        download(f"{base}/input.txt", "0" * 64, "shakes.txt", cache, progress=False)
+    assert not (cache / "shakes.txt").exists()
+
+
+def test_remote_corpus_prefers_local_copy_from_env(tmp_path, monkeypatch):
+    local = tmp_path / "mine.txt"
+    local.write_text("to be or not to be")
+    corpus = RemoteCorpus("http://127.0.0.1:9/never", hashlib.sha256(b"to be or not to be").hexdigest(),
+                          "mine.txt", "GPTLIB_TEST_CORPUS")
+    monkeypatch.setenv("GPTLIB_TEST_CORPUS", str(local))
+    assert fetch_remote_corpus(corpus, progress=False) == local
+    local.write_text("changed")
+    with pytest.raises(ValueError, match="SHA-256 does not match"):
+        fetch_remote_corpus(corpus, progress=False)
+
+
+def test_tinyshakespeare_from_shared_data_when_present():
+    shared = data.REPO_DIR.parent / "shared" / "data" / "tinyshakespeare.txt"
+    if not shared.exists():
+        pytest.skip("../shared/data/tinyshakespeare.txt is not beside this checkout")
+    text = load_corpus("tinyshakespeare")
+    assert text.startswith("First Citizen:") and len(text) == 1_115_394
+
+
+def test_course_corpus_has_both_languages():
+    text = load_corpus("course")
+    assert len(text) > 5_000
+    assert "GPT" in text and any("\u4e00" <= ch <= "\u9fff" for ch in text)
+    assert "<!--" not in text and "--8<--" not in text
+    en, zh = load_corpus("course-en"), load_corpus("course-zh")
+    assert len(en) + len(zh) == len(text)
+
+
+def test_load_corpus_path_and_errors(tmp_path):
+    f = tmp_path / "my.txt"
+    f.write_text("hello", encoding="utf-8")
+    assert load_corpus(str(f)) == "hello"
+    with pytest.raises(ValueError, match="unknown corpus"):
+        load_corpus("no-such-corpus")
+
+
+def test_encode_split_and_batches():
+    text = "abcdefghij" * 20
+    tok = CharTokenizer.train(text)
+    ids = encode_corpus(text, tok)
+    assert ids.dtype == torch.long and len(ids) == 200
+    train, val = train_val_split(ids, 0.1)
+    assert len(train) == 180 and len(val) == 20 and torch.equal(torch.cat([train, val]), ids)
+    g = torch.Generator().manual_seed(0)
+    x, y = get_batch(train, batch_size=4, block_size=8, generator=g)
+    assert x.shape == y.shape == (4, 8)
+    assert torch.equal(x[:, 1:], y[:, :-1])  # targets are the inputs shifted by one
+    assert torch.equal(y, (x + 1) % 10)  # "abcdefghij" repeats: ids 0..9, each followed by the next
+    with pytest.raises(ValueError, match="val_fraction"):
+        train_val_split(ids, 1.5)
+    with pytest.raises(ValueError, match="more than block_size"):
+        get_batch(ids[:5], 2, 8)

@@ -1,0 +1,174 @@
+import json
+import random
+import re
+
+import pytest
+
+from gptlib.tokenizer import (
+    SPLIT_PATTERN,
+    BPETokenizer,
+    CharTokenizer,
+    UnknownCharacterError,
+    count_pairs,
+    load_tokenizer,
+    merge_pair,
+    tokenizer_from_dict,
+)
+
+SAMPLES = [
+    "",
+    "hello world",
+    "你好，世界！这是一个测试。",
+    "emoji 🤖🚀 and combined 👩‍👩‍👧 and flags 🇨🇳",
+    "naïve café_x² ½ tabs\tand\nnewlines  \n\n  trailing   ",
+    "mixed 中英文 text with 123,456 numbers and 'quotes' it's",
+]
+
+
+def random_text(rng: random.Random, n: int = 80) -> str:
+    chars = []
+    while len(chars) < n:
+        cp = rng.choice([rng.randrange(0x20, 0x7F), rng.randrange(0x4E00, 0x9FFF), rng.randrange(0x1F300, 0x1FAFF),
+                         rng.randrange(0xA0, 0x2FFF), rng.choice([0x20, 0x0A, 0x09])])
+        chars.append(chr(cp))
+    return "".join(chars)
+
+
+@pytest.fixture(scope="module")
+def bpe() -> BPETokenizer:
+    text = " ".join(SAMPLES) * 20 + "the cat sat on the mat. 猫坐在垫子上。" * 50
+    return BPETokenizer.train(text, vocab_size=300, special_tokens=["<|endoftext|>"])
+
+
+def test_split_pattern_covers_every_character():
+    rng = random.Random(0)
+    for text in SAMPLES + [random_text(rng) for _ in range(300)]:
+        assert "".join(re.findall(SPLIT_PATTERN, text)) == text
+
+
+def test_char_round_trip_and_vocab():
+    text = "你好 world! 🤖"
+    tok = CharTokenizer.train(text)
+    assert tok.vocab_size == len(set(text))
+    assert tok.decode(tok.encode(text)) == text
+    assert tok.encode("l") == [tok.stoi["l"]]
+
+
+def test_char_unknown_characters_are_named():
+    tok = CharTokenizer.train("abc")
+    with pytest.raises(UnknownCharacterError) as err:
+        tok.encode("abcxyz中")
+    assert err.value.characters == ["x", "y", "z", "中"]
+    assert "'中' (U+4E2D)" in str(err.value) and "unk_token" in str(err.value)
+
+
+def test_char_unk_token_maps_unknown():
+    tok = CharTokenizer.train("abc", unk_token="?")
+    ids = tok.encode("axb")
+    assert ids[1] == tok.stoi["?"] == tok.vocab_size - 1
+    assert tok.decode(ids) == "a?b"
+
+
+def test_char_decode_rejects_bad_ids():
+    with pytest.raises(ValueError, match="out of range"):
+        CharTokenizer.train("ab").decode([0, 7])
+
+
+def test_bpe_helpers():
+    words = {(1, 2, 3): 2, (1, 2): 5}
+    assert count_pairs(words) == {(1, 2): 7, (2, 3): 2}
+    assert merge_pair((1, 2, 1, 2, 3), (1, 2), 9) == (9, 9, 3)
+
+
+def test_bpe_learns_requested_vocab(bpe):
+    assert bpe.vocab_size == 300
+    assert len(bpe.merges) == 300 - 256 - 1
+
+
+def test_bpe_first_merge_is_most_frequent_pair():
+    text = "low lower lowest " * 5 + "newer wider " * 3
+    tok = BPETokenizer.train(text, vocab_size=260)
+    chunks = {}
+    for chunk in re.findall(SPLIT_PATTERN, text):
+        key = tuple(chunk.encode())
+        chunks[key] = chunks.get(key, 0) + 1
+    pairs = count_pairs(chunks)
+    assert tok.merges[0] == max(pairs, key=pairs.get)
+    assert tok.token_str(256) == bytes(tok.merges[0]).decode()
+
+
+@pytest.mark.parametrize("text", SAMPLES)
+def test_bpe_round_trip_exact(bpe, text):
+    assert bpe.decode(bpe.encode(text)) == text
+
+
+def test_bpe_round_trip_random_unicode(bpe):
+    rng = random.Random(1)
+    for _ in range(200):
+        text = random_text(rng)
+        assert bpe.decode(bpe.encode(text)) == text
+
+
+def test_bpe_compresses_training_text(bpe):
+    text = "the cat sat on the mat. 猫坐在垫子上。"
+    assert len(bpe.encode(text)) < len(text.encode("utf-8")) / 2
+
+
+def test_bpe_special_token_is_one_id(bpe):
+    ids = bpe.encode("a<|endoftext|>b")
+    assert bpe.special_tokens["<|endoftext|>"] in ids and len(ids) == 3
+    assert bpe.decode(ids) == "a<|endoftext|>b"
+
+
+def test_bpe_vocab_too_small():
+    with pytest.raises(ValueError, match="at least 256"):
+        BPETokenizer.train("abc", vocab_size=100)
+
+
+def test_bpe_stops_when_nothing_left_to_merge():
+    tok = BPETokenizer.train("ab ab ab", vocab_size=1000)
+    assert tok.vocab_size < 1000 and tok.decode(tok.encode("ab ab")) == "ab ab"
+
+
+@pytest.mark.parametrize("make", [lambda: CharTokenizer.train("héllo 你好"), lambda: BPETokenizer.train("héllo 你好" * 10, 270)])
+def test_save_load_round_trip(tmp_path, make):
+    tok = make()
+    path = tok.save(tmp_path / "tok.json")
+    loaded = load_tokenizer(path)
+    assert type(loaded) is type(tok)
+    assert loaded.encode("héllo 你好") == tok.encode("héllo 你好")
+    assert loaded.to_dict() == tok.to_dict()
+
+
+def test_load_rejects_foreign_json(tmp_path):
+    (tmp_path / "x.json").write_text(json.dumps({"hello": 1}))
+    with pytest.raises(ValueError, match="not a gptlib tokenizer"):
+        load_tokenizer(tmp_path / "x.json")
+    (tmp_path / "y.json").write_bytes(b"\x00\xff not json")
+    with pytest.raises(ValueError, match="not a tokenizer JSON"):
+        load_tokenizer(tmp_path / "y.json")
+    with pytest.raises(ValueError, match="does not exist yet"):
+        tokenizer_from_dict({"type": "bpe", "version": 1, "pattern": SPLIT_PATTERN, "merges": [[256, 1]]})
+
+
+def test_matches_library_bpe_on_round_trip_and_size():
+    """Our byte-level BPE against Hugging Face `tokenizers`, trained on the same text."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    from gptlib.data import load_corpus
+
+    text = load_corpus("course")
+    train_text, held_out = text[: len(text) * 9 // 10], text[len(text) * 9 // 10 :]
+    ours = BPETokenizer.train(train_text, vocab_size=512)
+    lib = Tokenizer(models.BPE())
+    lib.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    lib.decoder = decoders.ByteLevel()
+    lib.train_from_iterator(
+        [train_text],
+        trainers.BpeTrainer(vocab_size=512, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False),
+    )
+    assert ours.decode(ours.encode(held_out)) == held_out
+    assert lib.decode(lib.encode(held_out).ids) == held_out
+    n_ours, n_lib = len(ours.encode(held_out)), len(lib.encode(held_out).ids)
+    # same algorithm, same vocab size: token counts on unseen text agree within 10%
+    assert abs(n_ours - n_lib) / n_lib < 0.10, (n_ours, n_lib)

@@ -1,0 +1,154 @@
+import json
+import math
+import os
+import signal
+import threading
+
+import pytest
+import torch
+
+from gptlib.model import GPT, GPTConfig
+from gptlib.train import (
+    CHECKPOINT_NAME,
+    METRICS_NAME,
+    NonFiniteLossError,
+    TrainConfig,
+    configure_optimizer,
+    lr_at,
+    read_metrics,
+    train,
+)
+
+CFG = GPTConfig(vocab_size=16, block_size=16, n_layer=2, n_head=2, n_embd=32)
+
+
+def pattern_data(n: int = 4000) -> torch.Tensor:
+    g = torch.Generator().manual_seed(0)
+    base = torch.randint(0, 16, (37,), generator=g)  # a repeating 37-token "text": learnable
+    return base.repeat(n // 37 + 1)[:n]
+
+
+def quick_config(**kw) -> TrainConfig:
+    settings = dict(max_steps=60, batch_size=8, learning_rate=3e-3, min_lr=3e-4, warmup_steps=5,
+                    eval_interval=20, eval_batches=4, log_interval=5, device="cpu", progress=False)
+    settings.update(kw)
+    return TrainConfig(**settings)
+
+
+def test_lr_schedule_warmup_then_cosine():
+    c = TrainConfig(max_steps=100, warmup_steps=10, learning_rate=1.0, min_lr=0.1)
+    lrs = [lr_at(s, c) for s in range(101)]
+    assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)
+    assert all(a < b for a, b in zip(lrs[:9], lrs[1:10]))  # rising during warmup
+    assert all(a >= b for a, b in zip(lrs[10:], lrs[11:]))  # then never rising
+    assert lrs[55] == pytest.approx(0.1 + 0.9 * 0.5)  # half-way through the cosine
+    assert lrs[100] == pytest.approx(0.1)
+
+
+def test_weight_decay_only_on_matrices():
+    model = GPT(CFG)
+    opt = configure_optimizer(model, TrainConfig(weight_decay=0.1))
+    decay, no_decay = opt.param_groups
+    assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
+    assert all(p.dim() == 2 for p in decay["params"]) and all(p.dim() == 1 for p in no_decay["params"])
+    assert sum(p.numel() for g in opt.param_groups for p in g["params"]) == model.num_params()
+
+
+def test_train_config_rejects_bad_values():
+    with pytest.raises(ValueError, match="max_steps"):
+        TrainConfig(max_steps=0)
+    with pytest.raises(ValueError, match="min_lr"):
+        TrainConfig(learning_rate=1e-3, min_lr=1e-2)
+    with pytest.raises(ValueError, match="unknown TrainConfig field"):
+        TrainConfig.from_dict({"steps": 3})
+
+
+def test_training_lowers_loss_and_logs_metrics(tmp_path):
+    torch.manual_seed(0)
+    data = pattern_data()
+    result = train(GPT(CFG), data[:3600], data[3600:], quick_config(), out_dir=tmp_path)
+    first, last = result.history[0], result.history[-1]
+    assert first["val_loss"] == pytest.approx(math.log(16), abs=0.3)
+    assert last["val_loss"] < 0.5 * first["val_loss"]
+    records = read_metrics(tmp_path / METRICS_NAME)
+    evals = [r for r in records if "val_loss" in r]
+    steps = [r for r in records if "loss" in r]
+    assert [r["step"] for r in evals] == [0, 20, 40, 60]
+    assert len(steps) == 12 and all(r["tokens_per_sec"] > 0 and "grad_norm" in r and "lr" in r for r in steps)
+    assert (tmp_path / CHECKPOINT_NAME).exists() and not result.interrupted
+
+
+class NaNAfter(GPT):
+    def __init__(self, config, after):
+        super().__init__(config)
+        self.calls, self.after = 0, after
+
+    def forward(self, idx, targets=None):
+        logits, loss = super().forward(idx, targets)
+        if self.training:
+            self.calls += 1
+            if self.calls > self.after:
+                loss = loss * float("nan")
+        return logits, loss
+
+
+def test_nan_loss_stops_with_clear_error_and_keeps_checkpoint(tmp_path):
+    data = pattern_data()
+    model = NaNAfter(CFG, after=30)
+    with pytest.raises(NonFiniteLossError, match="loss is nan at step 30"):
+        train(model, data[:3600], data[3600:], quick_config(), out_dir=tmp_path)
+    from gptlib.checkpoint import load_checkpoint
+
+    saved = load_checkpoint(tmp_path / CHECKPOINT_NAME)  # written at step 20, before the NaN
+    assert saved.step == 20 and all(torch.isfinite(t).all() for t in saved.model_state.values())
+
+
+def run_slices(tmp_path, name, slices, dropout=0.1):
+    data = pattern_data()
+    cfg = GPTConfig(**{**CFG.to_dict(), "dropout": dropout})
+    result = None
+    for i, stop in enumerate(slices):
+        torch.manual_seed(1234 + i)  # a new process would start from other RNG states: resume must not care
+        model = GPT(cfg)
+        result = train(model, data[:3600], data[3600:], quick_config(), out_dir=tmp_path / name,
+                       resume=i > 0, stop_at_step=stop)
+    return model, read_metrics(tmp_path / name / METRICS_NAME)
+
+
+def test_resume_is_bit_exact(tmp_path):
+    straight, log_a = run_slices(tmp_path, "a", [None])
+    resumed, log_b = run_slices(tmp_path, "b", [30, None])
+    for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), name
+    strip = lambda log: [{k: v for k, v in r.items() if k != "tokens_per_sec"} for r in log]  # noqa: E731
+    assert strip(log_a) == strip(log_b)
+
+
+@pytest.mark.skipif(os.name != "posix", reason="sends SIGINT to this process")
+def test_ctrl_c_saves_and_resumes(tmp_path):
+    data = pattern_data()
+    torch.manual_seed(0)
+    timer = threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGINT))
+    timer.start()
+    result = train(GPT(CFG), data[:3600], data[3600:], quick_config(max_steps=1_000_000, eval_interval=10**6),
+                   out_dir=tmp_path)
+    timer.cancel()
+    assert result.interrupted and 0 < result.steps < 1_000_000
+    from gptlib.checkpoint import load_checkpoint
+
+    assert load_checkpoint(tmp_path / CHECKPOINT_NAME).step == result.steps
+    more = train(GPT(CFG), data[:3600], data[3600:], quick_config(max_steps=result.steps + 5, eval_interval=10**6),
+                 out_dir=tmp_path, resume=True)
+    assert more.steps == result.steps + 5 and not more.interrupted
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
+
+
+def test_resume_without_checkpoint_or_with_other_config(tmp_path):
+    data = pattern_data()
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        train(GPT(CFG), data[:3600], data[3600:], quick_config(), out_dir=tmp_path, resume=True)
+    train(GPT(CFG), data[:3600], data[3600:], quick_config(max_steps=2), out_dir=tmp_path)
+    other = GPT(GPTConfig(**{**CFG.to_dict(), "n_layer": 1}))
+    with pytest.raises(ValueError, match="differs from the model"):
+        train(other, data[:3600], data[3600:], quick_config(), out_dir=tmp_path, resume=True)
+    json.loads((tmp_path / METRICS_NAME).read_text().splitlines()[0])
