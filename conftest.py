@@ -143,6 +143,10 @@ class DocBlock(pytest.Item):
         if not reply["ok"]:
             session.failed = self.name
             raise BlockFailed(reply["error"])
+        if b.expected_output is None and reply["stdout"].strip():
+            session.failed = self.name
+            raise BlockFailed("the block printed output, but the page does not show it: add an expected-output "
+                              f"block under it (see CONTRIBUTING.md).\n--- code printed:\n{reply['stdout']}")
         if b.expected_output is not None:
             flags = doctest.ELLIPSIS | (doctest.NORMALIZE_WHITESPACE if b.ignore_whitespace else 0)
             want = "\n".join(line.rstrip() for line in b.expected_output.strip("\n").splitlines()) + "\n"

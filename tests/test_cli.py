@@ -1,0 +1,62 @@
+import subprocess
+import sys
+
+import pytest
+
+from gptlib.cli import main
+
+
+def run_cli(*args, cwd):
+    return subprocess.run([sys.executable, "-m", "gptlib", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=300)
+
+
+def test_help_lists_commands(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    assert "train" in out and "sample" in out
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    assert "--preset" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["train", "--preset", "huge"], "invalid choice: 'huge'"),
+        (["train", "--steps", "many"], "invalid int value"),
+        (["frobnicate"], "invalid choice"),
+    ],
+)
+def test_bad_arguments_are_usage_errors(capsys, argv, message):
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_bad_values_give_one_line_errors(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "--preset", "nano", "--steps", "0", "--no-progress"]) == 2
+    assert "max_steps must be >= 1" in capsys.readouterr().err
+    assert main(["train", "--corpus", "nope", "--no-progress"]) == 2
+    assert "unknown corpus 'nope'" in capsys.readouterr().err
+    assert main(["sample"]) == 2
+    assert "no checkpoint in runs" in capsys.readouterr().err
+    (tmp_path / "bad.safetensors").write_bytes(b"\x00" * 64)
+    assert main(["sample", "--checkpoint", "bad.safetensors"]) == 2
+    assert "not a readable checkpoint" in capsys.readouterr().err
+
+
+def test_train_then_sample_end_to_end(tmp_path):
+    done = run_cli("train", "--preset", "nano", "--steps", "40", "--eval-interval", "20", "--no-progress",
+                   cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "model nano" in done.stdout and "val loss" in done.stdout
+    assert (tmp_path / "runs" / "nano" / "checkpoint.safetensors").exists()
+    a = run_cli("sample", "--seed", "3", "--max-new-tokens", "50", "--prompt", "The ", cwd=tmp_path)
+    b = run_cli("sample", "--seed", "3", "--max-new-tokens", "50", "--prompt", "The ", cwd=tmp_path)
+    assert a.returncode == 0, a.stderr
+    assert a.stdout == b.stdout and a.stdout.startswith("The ") and len(a.stdout) > 40
+    assert "sampling from runs/nano/checkpoint.safetensors" in a.stderr

@@ -1,0 +1,48 @@
+"""`mkdocs build --strict` passes with no warnings, in both languages, with Chinese search."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import pagecode
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    out = tmp_path_factory.mktemp("site")
+    env = {**os.environ, "NO_MKDOCS_2_WARNING": "1"}
+    done = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(out)],
+                          cwd=pagecode.ROOT, capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stderr
+    warnings = [line for line in done.stderr.splitlines() if re.search(r"\bWARNING\b", line)]
+    assert not warnings, warnings
+    return out
+
+
+def test_both_languages_are_built(site: Path):
+    for page in pagecode.pages("en"):
+        slug = "" if page.stem == "index" else page.stem + "/"
+        en = (site / slug / "index.html").read_text(encoding="utf-8")
+        zh = (site / "zh" / slug / "index.html").read_text(encoding="utf-8")
+        assert '<html lang="en"' in en and '<html lang="zh"' in zh
+        assert 'hreflang="zh"' in en and 'hreflang="en"' in zh  # the language switcher
+
+
+def test_included_code_is_on_the_page(site: Path):
+    html = (site / "04-tokenizer" / "index.html").read_text(encoding="utf-8")
+    assert "class CharTokenizer" in re.sub(r"<[^>]+>", "", html)
+    assert "--8&lt;--" not in html and "--8<--" not in html
+
+
+def test_search_index_segments_chinese(site: Path):
+    index = json.loads((site / "search" / "search_index.json").read_text(encoding="utf-8"))
+    separator = index["config"]["separator"]
+    zh_text = " ".join(d["text"] for d in index["docs"] if d["location"].startswith("zh/"))
+    assert "\u200b" in zh_text, "jieba did not segment the Chinese pages"
+    words = set(re.split(separator.replace("\\u200b", "\u200b").replace("\\u3000", "\u3000"), zh_text))
+    assert "分词器" in words or "词元" in words
