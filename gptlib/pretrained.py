@@ -1,0 +1,85 @@
+"""Load GPT-2 weights in Hugging Face format into `gptlib.GPT`.
+
+Hugging Face's GPT-2 stores its linear layers as `Conv1D`, whose weight is the
+transpose of `nn.Linear`'s: (in_features, out_features). Everything else maps by name.
+Chapter 08 (The GPT model) builds this file.
+"""
+
+# --8<-- [start:imports]
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+
+from gptlib.model import GPT, GPTConfig
+# --8<-- [end:imports]
+
+# --8<-- [start:mapping]
+# Hugging Face key (with {i} for the block number) -> gptlib key, and whether to transpose.
+HF_TO_GPTLIB: list[tuple[str, str, bool]] = [
+    ("transformer.wte.weight", "tok_emb.weight", False),
+    ("transformer.wpe.weight", "pos_emb.weight", False),
+    ("transformer.ln_f.weight", "ln_f.weight", False),
+    ("transformer.ln_f.bias", "ln_f.bias", False),
+]
+HF_BLOCK_TO_GPTLIB: list[tuple[str, str, bool]] = [
+    ("ln_1.weight", "ln_1.weight", False),
+    ("ln_1.bias", "ln_1.bias", False),
+    ("attn.c_attn.weight", "attn.c_attn.weight", True),  # Conv1D: (C, 3C) -> Linear: (3C, C)
+    ("attn.c_attn.bias", "attn.c_attn.bias", False),
+    ("attn.c_proj.weight", "attn.c_proj.weight", True),
+    ("attn.c_proj.bias", "attn.c_proj.bias", False),
+    ("ln_2.weight", "ln_2.weight", False),
+    ("ln_2.bias", "ln_2.bias", False),
+    ("mlp.c_fc.weight", "mlp.c_fc.weight", True),
+    ("mlp.c_fc.bias", "mlp.c_fc.bias", False),
+    ("mlp.c_proj.weight", "mlp.c_proj.weight", True),
+    ("mlp.c_proj.bias", "mlp.c_proj.bias", False),
+]
+# --8<-- [end:mapping]
+
+
+def config_from_hf(hf_config: Any) -> GPTConfig:
+    """A GPTConfig from a Hugging Face `GPT2Config`."""
+    return GPTConfig(
+        vocab_size=hf_config.vocab_size,
+        block_size=hf_config.n_positions,
+        n_layer=hf_config.n_layer,
+        n_head=hf_config.n_head,
+        n_embd=hf_config.n_embd,
+        dropout=0.0,
+        bias=True,
+    )
+
+
+# --8<-- [start:convert]
+def gpt_from_hf_state_dict(state_dict: Mapping[str, torch.Tensor], config: GPTConfig) -> GPT:
+    """Build a gptlib GPT holding the weights of a Hugging Face GPT-2 state_dict."""
+    model = GPT(config)
+    ours = model.state_dict()
+    pairs = list(HF_TO_GPTLIB)
+    for i in range(config.n_layer):
+        pairs += [(f"transformer.h.{i}.{hf}", f"blocks.{i}.{mine}", t) for hf, mine, t in HF_BLOCK_TO_GPTLIB]
+    missing = [hf for hf, _, _ in pairs if hf not in state_dict]
+    if missing:
+        raise KeyError(f"the Hugging Face state_dict lacks {len(missing)} key(s), first: {missing[:3]}")
+    with torch.no_grad():
+        for hf, mine, transpose in pairs:
+            weight = state_dict[hf].t() if transpose else state_dict[hf]
+            if weight.shape != ours[mine].shape:
+                raise ValueError(
+                    f"shape mismatch for {hf} -> {mine}: {tuple(weight.shape)} vs {tuple(ours[mine].shape)} "
+                    "(is the config the one these weights were trained with?)"
+                )
+            ours[mine].copy_(weight)
+    # lm_head.weight is tied to tok_emb.weight, so it now holds wte as GPT-2's head does
+    return model
+# --8<-- [end:convert]
+
+
+def load_hf_gpt2(name_or_path: str = "gpt2") -> GPT:
+    """GPT-2 from the Hugging Face hub or a local folder (needs `pip install transformers`)."""
+    from transformers import GPT2LMHeadModel
+
+    hf = GPT2LMHeadModel.from_pretrained(name_or_path)
+    return gpt_from_hf_state_dict(hf.state_dict(), config_from_hf(hf.config)).eval()

@@ -1,0 +1,38 @@
+"""gptlib.GPT with Hugging Face GPT-2 weights gives the same logits as GPT2LMHeadModel."""
+
+import pytest
+import torch
+
+transformers = pytest.importorskip("transformers")
+
+from gptlib.pretrained import config_from_hf, gpt_from_hf_state_dict  # noqa: E402
+
+
+def reference(**kw):
+    cfg = transformers.GPT2Config(vocab_size=100, n_positions=32, n_embd=48, n_layer=3, n_head=4, resid_pdrop=0.0,
+                                  embd_pdrop=0.0, attn_pdrop=0.0, bos_token_id=0, eos_token_id=0, **kw)
+    torch.manual_seed(0)
+    return transformers.GPT2LMHeadModel(cfg).eval(), cfg
+
+
+@pytest.mark.parametrize("dtype, tol", [(torch.float32, 1e-5), (torch.float64, 1e-12)])
+def test_logits_equal_hugging_face(dtype, tol):
+    hf, cfg = reference()
+    ours = gpt_from_hf_state_dict(hf.state_dict(), config_from_hf(cfg)).eval()
+    hf, ours = hf.to(dtype), ours.to(dtype)
+    idx = torch.randint(0, 100, (3, 32))
+    with torch.no_grad():
+        diff = (hf(idx).logits - ours(idx)[0]).abs().max().item()
+    assert diff < tol, diff
+
+
+def test_missing_key_and_wrong_shape_are_named():
+    hf, cfg = reference()
+    sd = dict(hf.state_dict())
+    del sd["transformer.h.1.mlp.c_fc.weight"]
+    with pytest.raises(KeyError, match=r"transformer\.h\.1\.mlp\.c_fc\.weight"):
+        gpt_from_hf_state_dict(sd, config_from_hf(cfg))
+    wrong = config_from_hf(cfg)
+    wrong.vocab_size = 101
+    with pytest.raises(ValueError, match=r"transformer\.wte\.weight -> tok_emb\.weight: \(100, 48\) vs \(101, 48\)"):
+        gpt_from_hf_state_dict(hf.state_dict(), wrong)
