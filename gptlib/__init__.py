@@ -1,18 +1,18 @@
 """gptlib: the small GPT library built, line by line, by the gpt-from-scratch course."""
 
-from .checkpoint import Checkpoint, CheckpointError, load_checkpoint, load_model, save_checkpoint
-from .data import encode_corpus, get_batch, load_corpus, train_val_split
-from .generate import generate, generate_tokens, sample_next, stream
-from .model import GPT, MLP, PRESETS, Block, CausalSelfAttention, GPTConfig, preset_config
-from .tokenizer import BPETokenizer, CharTokenizer, UnknownCharacterError, load_tokenizer, tokenizer_from_dict
-from .train import TRAIN_PRESETS, NonFiniteLossError, TrainConfig, TrainResult, estimate_loss, lr_at, train
-from .utils import get_device, inspect, seed_everything, time_block
+from gptlib.checkpoint import Checkpoint, CheckpointError, load_checkpoint, load_model, save_checkpoint
+from gptlib.data import encode_corpus, get_batch, load_corpus, train_val_split
+from gptlib.generate import generate, generate_tokens, sample_next, stream
+from gptlib.model import GPT, MLP, PRESETS, Block, CausalSelfAttention, GPTConfig, KVCache, preset_config
+from gptlib.tokenizer import BPETokenizer, CharTokenizer, UnknownCharacterError, load_tokenizer, tokenizer_from_dict
+from gptlib.train import TRAIN_PRESETS, NonFiniteLossError, TrainConfig, TrainResult, estimate_loss, lr_at, train
+from gptlib.utils import get_device, inspect, seed_everything, time_block
 
 __version__ = "0.1.0"
 
 __all__ = [
     "BPETokenizer", "Block", "CausalSelfAttention", "CharTokenizer", "Checkpoint", "CheckpointError", "GPT",
-    "GPTConfig", "MLP", "NonFiniteLossError", "PRESETS", "TRAIN_PRESETS", "TrainConfig", "TrainResult",
+    "GPTConfig", "KVCache", "MLP", "NonFiniteLossError", "PRESETS", "TRAIN_PRESETS", "TrainConfig", "TrainResult",
     "UnknownCharacterError", "encode_corpus", "estimate_loss", "generate", "generate_tokens", "get_batch",
     "get_device", "inspect", "load_checkpoint", "load_corpus", "load_model", "load_tokenizer", "lr_at",
     "preset_config", "sample_next", "save_checkpoint", "seed_everything", "stream", "time_block",

@@ -1,5 +1,5 @@
 """`python -m gptlib ...` runs the command-line interface."""
 
-from .cli import main
+from gptlib.cli import main
 
 raise SystemExit(main())

@@ -27,8 +27,8 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save as safetensors_bytes
 
-from .model import GPT, GPTConfig
-from .tokenizer import Tokenizer, tokenizer_from_dict
+from gptlib.model import GPT, GPTConfig
+from gptlib.tokenizer import Tokenizer, tokenizer_from_dict
 # --8<-- [end:imports]
 
 FORMAT = "gptlib-checkpoint"

@@ -6,13 +6,13 @@ import argparse
 import sys
 from pathlib import Path
 
-from .checkpoint import CheckpointError, load_model
-from .data import encode_corpus, load_corpus, train_val_split
-from .generate import stream
-from .model import PRESETS, preset_config
-from .tokenizer import BPETokenizer, CharTokenizer, Tokenizer, UnknownCharacterError
-from .train import CHECKPOINT_NAME, TRAIN_PRESETS, NonFiniteLossError, TrainConfig, train
-from .utils import seed_everything
+from gptlib.checkpoint import CheckpointError, load_model
+from gptlib.data import encode_corpus, load_corpus, train_val_split
+from gptlib.generate import stream
+from gptlib.model import PRESETS, preset_config
+from gptlib.tokenizer import BPETokenizer, CharTokenizer, Tokenizer, UnknownCharacterError
+from gptlib.train import CHECKPOINT_NAME, TRAIN_PRESETS, NonFiniteLossError, TrainConfig, train
+from gptlib.utils import seed_everything
 
 RUNS_DIR = Path("runs")
 
@@ -56,6 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--max-new-tokens", type=int, default=300)
     s.add_argument("--temperature", type=float, default=0.8, help="0 = greedy; lower = safer, higher = wilder")
     s.add_argument("--top-k", type=int, default=None, help="sample only among the k most likely tokens")
+    s.add_argument("--top-p", type=float, default=None, help="sample only among the most likely tokens covering p")
+    s.add_argument("--stop", default=None, help="stop before this text appears")
     s.add_argument("--seed", type=int, default=None, help="fix the seed for reproducible samples")
     s.add_argument("--device", default=None)
     return parser
@@ -120,7 +122,9 @@ def cmd_sample(args: argparse.Namespace) -> int:
         raise ValueError(f"{path} holds no tokenizer, so its output cannot be turned into text")
     print(f"# sampling from {path}", file=sys.stderr)
     sys.stdout.write(args.prompt)
-    for piece in stream(model, tokenizer, args.prompt, args.max_new_tokens, args.temperature, args.top_k, args.seed):
+    pieces = stream(model, tokenizer, args.prompt, args.max_new_tokens, args.temperature, args.top_k, args.top_p,
+                    args.seed, args.stop)
+    for piece in pieces:
         sys.stdout.write(piece)
         sys.stdout.flush()
     sys.stdout.write("\n")

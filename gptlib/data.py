@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from .tokenizer import Tokenizer
+from gptlib.tokenizer import Tokenizer
 # --8<-- [end:imports]
 
 PACKAGE_DIR = Path(__file__).resolve().parent

@@ -1,5 +1,7 @@
-"""Autoregressive sampling: predict a token, append it, repeat."""
+"""Autoregressive sampling: predict a token, append it, repeat.
 
+Chapter 11 (Generation) builds this file.
+"""
 
 # --8<-- [start:imports]
 from collections.abc import Iterator
@@ -7,8 +9,8 @@ from collections.abc import Iterator
 import torch
 import torch.nn.functional as F
 
-from .model import GPT
-from .tokenizer import Tokenizer
+from gptlib.model import GPT, KVCache
+from gptlib.tokenizer import Tokenizer
 # --8<-- [end:imports]
 
 
@@ -17,6 +19,7 @@ def sample_next(
     logits: torch.Tensor,
     temperature: float = 1.0,
     top_k: int | None = None,
+    top_p: float | None = None,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """Pick the next token id from the logits of the last position, shape (B, V) -> (B, 1)."""
@@ -30,12 +33,21 @@ def sample_next(
             raise ValueError(f"top_k must be >= 1, got {top_k}")
         kth_best = torch.topk(logits, min(top_k, logits.size(-1))).values[:, [-1]]  # (B, 1)
         logits = logits.masked_fill(logits < kth_best, float("-inf"))  # keep only the k best
+    if top_p is not None:
+        if not 0.0 < top_p <= 1.0:
+            raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+        sorted_logits, order = torch.sort(logits, dim=-1, descending=True)  # (B, V)
+        sorted_probs = F.softmax(sorted_logits, dim=-1)
+        # drop a token when the tokens before it already cover top_p of the probability
+        drop = sorted_probs.cumsum(dim=-1) - sorted_probs > top_p  # the best token is never dropped
+        sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
+        logits = torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
     probs = F.softmax(logits, dim=-1)  # (B, V)
     return torch.multinomial(probs, num_samples=1, generator=generator)  # (B, 1)
 # --8<-- [end:sample_next]
 
 
-# --8<-- [start:generate]
+# --8<-- [start:generate_tokens]
 @torch.no_grad()
 def generate_tokens(
     model: GPT,
@@ -43,32 +55,34 @@ def generate_tokens(
     max_new_tokens: int,
     temperature: float = 1.0,
     top_k: int | None = None,
+    top_p: float | None = None,
     generator: torch.Generator | None = None,
+    use_cache: bool = True,
 ) -> Iterator[torch.Tensor]:
-    """Yield one new token (B, 1) at a time, feeding each back in as input."""
+    """Yield one new token (B, 1) at a time, feeding each back in as input.
+
+    With `use_cache`, only the newest token goes through the model at each step; the
+    keys and values of earlier tokens come from a KVCache. Learned positions stop at
+    block_size, so when the text outgrows the window the cache is rebuilt from the
+    last block_size tokens (the same context the uncached loop sees).
+    """
     block_size = model.config.block_size
+    cache = None
     for _ in range(max_new_tokens):
-        context = idx[:, -block_size:]  # the model has positions for block_size tokens only
-        logits, _ = model(context)  # (B, T, V)
-        next_id = sample_next(logits[:, -1, :], temperature, top_k, generator)  # (B, 1)
+        if not use_cache:
+            logits, _ = model(idx[:, -block_size:])  # recompute the whole context: (B, T, V)
+        elif cache is None or len(cache) + 1 > block_size:
+            cache = KVCache(model.config.n_layer)
+            logits, _ = model(idx[:, -block_size:], cache=cache)  # fill the cache with the context
+        else:
+            logits, _ = model(idx[:, -1:], cache=cache)  # only the newest token: (B, 1, V)
+        next_id = sample_next(logits[:, -1, :], temperature, top_k, top_p, generator)  # (B, 1)
         idx = torch.cat([idx, next_id], dim=1)  # (B, T + 1)
         yield next_id
+# --8<-- [end:generate_tokens]
 
 
-def generate(
-    model: GPT,
-    tokenizer: Tokenizer,
-    prompt: str,
-    max_new_tokens: int = 200,
-    temperature: float = 1.0,
-    top_k: int | None = None,
-    seed: int | None = None,
-) -> str:
-    """Continue `prompt` by `max_new_tokens` tokens and return prompt + continuation."""
-    return prompt + "".join(stream(model, tokenizer, prompt, max_new_tokens, temperature, top_k, seed))
-# --8<-- [end:generate]
-
-
+# --8<-- [start:stream]
 def stream(
     model: GPT,
     tokenizer: Tokenizer,
@@ -76,9 +90,14 @@ def stream(
     max_new_tokens: int = 200,
     temperature: float = 1.0,
     top_k: int | None = None,
+    top_p: float | None = None,
     seed: int | None = None,
+    stop: str | None = None,
 ) -> Iterator[str]:
-    """Yield the continuation of `prompt` piece by piece, as soon as each piece is complete text."""
+    """Yield the continuation of `prompt` piece by piece, as soon as each piece is text.
+
+    Stops after `max_new_tokens` tokens, or before the first occurrence of `stop`.
+    """
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
@@ -88,15 +107,45 @@ def stream(
         generator.manual_seed(seed)
     ids = tokenizer.encode(prompt) or [0]  # an empty prompt starts from token 0
     idx = torch.tensor([ids], dtype=torch.long, device=device)  # (1, T)
-    pending: list[int] = []
+    pending: list[int] = []  # ids whose text is not complete yet
+    text, shown = "", 0  # the continuation so far, and how much of it was yielded
+    hold = len(stop) - 1 if stop else 0  # the tail that could be the start of `stop`
     try:
-        for next_id in generate_tokens(model, idx, max_new_tokens, temperature, top_k, generator):
+        for next_id in generate_tokens(model, idx, max_new_tokens, temperature, top_k, top_p, generator):
             pending.append(int(next_id))
-            text = tokenizer.decode(pending)
-            if not text.endswith("\ufffd"):  # a BPE token can end inside a multi-byte character
-                yield text
-                pending = []
-        if pending:
-            yield tokenizer.decode(pending)
+            piece = tokenizer.decode(pending)
+            if piece.endswith("\ufffd"):  # a BPE token can end inside a multi-byte character
+                continue
+            text += piece
+            pending = []
+            if stop and stop in text:
+                text = text[: text.index(stop)]
+                break
+            if len(text) - hold > shown:
+                yield text[shown : len(text) - hold]
+                shown = len(text) - hold
+        else:
+            text += tokenizer.decode(pending) if pending else ""
+        if len(text) > shown:
+            yield text[shown:]
     finally:
         model.train(was_training)
+# --8<-- [end:stream]
+
+
+# --8<-- [start:generate]
+def generate(
+    model: GPT,
+    tokenizer: Tokenizer,
+    prompt: str,
+    max_new_tokens: int = 200,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    seed: int | None = None,
+    stop: str | None = None,
+) -> str:
+    """Continue `prompt` and return prompt + continuation."""
+    pieces = stream(model, tokenizer, prompt, max_new_tokens, temperature, top_k, top_p, seed, stop)
+    return prompt + "".join(pieces)
+# --8<-- [end:generate]

@@ -15,11 +15,11 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from .checkpoint import load_checkpoint, save_checkpoint, set_rng_state
-from .data import get_batch
-from .model import GPT
-from .tokenizer import Tokenizer
-from .utils import get_device
+from gptlib.checkpoint import load_checkpoint, save_checkpoint, set_rng_state
+from gptlib.data import get_batch
+from gptlib.model import GPT
+from gptlib.tokenizer import Tokenizer
+from gptlib.utils import get_device
 # --8<-- [end:imports]
 
 CHECKPOINT_NAME = "checkpoint.safetensors"
