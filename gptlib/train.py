@@ -3,6 +3,7 @@ a progress bar, a JSON-lines metrics log, checkpoints, clean Ctrl-C."""
 
 
 # --8<-- [start:imports]
+import contextlib
 import json
 import math
 import signal
@@ -26,6 +27,9 @@ CHECKPOINT_NAME = "checkpoint.safetensors"
 METRICS_NAME = "metrics.jsonl"
 
 
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
 @dataclass
 class TrainConfig:
     max_steps: int = 1000
@@ -37,6 +41,9 @@ class TrainConfig:
     beta1: float = 0.9
     beta2: float = 0.99
     grad_clip: float = 1.0  # 0 turns clipping off
+    grad_accum_steps: int = 1  # micro-batches per optimizer step: an effective batch of batch_size * this
+    dtype: str = "float32"  # "bfloat16" or "float16" run the forward pass in autocast (mixed precision)
+    compile: bool = False  # torch.compile the model for the training steps
     eval_interval: int = 100  # evaluate (and checkpoint, if out_dir is set) every this many steps
     eval_batches: int = 20
     log_interval: int = 10
@@ -45,7 +52,7 @@ class TrainConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
-        positive = ("max_steps", "batch_size", "eval_interval", "eval_batches", "log_interval")
+        positive = ("max_steps", "batch_size", "grad_accum_steps", "eval_interval", "eval_batches", "log_interval")
         for name in positive:
             if getattr(self, name) < 1:
                 raise ValueError(f"TrainConfig.{name} must be >= 1, got {getattr(self, name)}")
@@ -53,6 +60,8 @@ class TrainConfig:
             raise ValueError("need 0 <= min_lr <= learning_rate and learning_rate > 0")
         if self.warmup_steps < 0 or self.grad_clip < 0 or self.weight_decay < 0:
             raise ValueError("warmup_steps, grad_clip and weight_decay must be >= 0")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {self.dtype!r}")
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
@@ -154,6 +163,46 @@ class _StopOnCtrlC:
             signal.signal(signal.SIGINT, self._previous)
 
 
+# --8<-- [start:train_step]
+def train_step(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    batches: list[tuple[torch.Tensor, torch.Tensor]],
+    grad_clip: float,
+    autocast: contextlib.AbstractContextManager,
+    scaler: torch.amp.GradScaler,
+) -> tuple[float, float]:
+    """One optimizer step over `batches` (gradient accumulation). Returns (loss, grad norm).
+
+    Each micro-batch's loss is divided by the number of micro-batches, so the summed
+    gradients equal the gradient of the mean loss over one big batch.
+    """
+    optimizer.zero_grad(set_to_none=True)
+    total = 0.0
+    for x, y in batches:
+        with autocast:
+            _, loss = model(x, y)
+        if not torch.isfinite(loss):
+            raise NonFiniteLossError(f"loss is {loss.item()}")
+        scaler.scale(loss / len(batches)).backward()  # the scaler is a no-op unless float16
+        total += loss.item() / len(batches)
+    scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
+    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip if grad_clip > 0 else float("inf"))
+    scaler.step(optimizer)  # skips the step if float16 gradients overflowed
+    scaler.update()
+    return total, grad_norm.item()
+# --8<-- [end:train_step]
+
+
+def autocast_for(device: torch.device, dtype: str) -> contextlib.AbstractContextManager:
+    """Mixed precision for the forward pass, or nothing for float32."""
+    if dtype == "float32":
+        return contextlib.nullcontext()
+    if dtype == "float16" and device.type != "cuda":
+        raise ValueError("float16 training needs CUDA (use bfloat16 on the CPU)")
+    return torch.autocast(device_type=device.type, dtype=DTYPES[dtype])
+
+
 # --8<-- [start:train]
 def train(
     model: GPT,
@@ -176,6 +225,9 @@ def train(
     device = get_device(config.device)
     model.to(device)
     optimizer = configure_optimizer(model, config)
+    autocast = autocast_for(device, config.dtype)
+    scaler = torch.amp.GradScaler(device.type, enabled=config.dtype == "float16")
+    step_model = torch.compile(model) if config.compile else model  # same weights, faster steps
     out_dir = Path(out_dir) if out_dir is not None else None
     ckpt_path = out_dir / CHECKPOINT_NAME if out_dir else None
     step = 0
@@ -190,6 +242,8 @@ def train(
         model.load_state_dict(ckpt.model_state)
         optimizer.load_state_dict(ckpt.optimizer_state)
         set_rng_state(ckpt.rng_state)
+        if "scaler" in ckpt.extra:
+            scaler.load_state_dict(ckpt.extra["scaler"])
         step = ckpt.step
         evaluated_at = ckpt.extra.get("evaluated_at", -1)
     if out_dir:
@@ -205,10 +259,12 @@ def train(
         if ckpt_path is None:
             return None
         extra = {"train_config": asdict(config), "evaluated_at": evaluated_at}
+        if scaler.is_enabled():
+            extra["scaler"] = scaler.state_dict()
         return save_checkpoint(ckpt_path, model, optimizer, step, tokenizer, extra=extra)
 
     result = TrainResult(steps=step, seconds=0.0)
-    tokens_per_step = config.batch_size * model.config.block_size
+    tokens_per_step = config.batch_size * config.grad_accum_steps * model.config.block_size
     bar = tqdm(total=config.max_steps, initial=step, disable=not config.progress, desc="train", unit="step")
     start = last_log = time.perf_counter()
     model.train()
@@ -228,27 +284,23 @@ def train(
                 lr = lr_at(step, config)
                 for group in optimizer.param_groups:
                     group["lr"] = lr
-                x, y = get_batch(train_data, config.batch_size, model.config.block_size, device)
-                _, loss = model(x, y)
-                if not torch.isfinite(loss):
+                batches = [get_batch(train_data, config.batch_size, model.config.block_size, device)
+                           for _ in range(config.grad_accum_steps)]
+                try:
+                    loss, grad_norm = train_step(step_model, optimizer, batches, config.grad_clip, autocast, scaler)
+                except NonFiniteLossError as e:
                     raise NonFiniteLossError(
-                        f"loss is {loss.item()} at step {step} (lr={lr:.2e}); the last checkpoint is untouched. "
+                        f"{e} at step {step} (lr={lr:.2e}); the last checkpoint is untouched. "
                         "Try a lower learning rate or check the data."
-                    )
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                grad_norm = torch.nn.utils.clip_grad_norm_(
-                    model.parameters(), config.grad_clip if config.grad_clip > 0 else float("inf")
-                )
-                optimizer.step()
+                    ) from None
                 step += 1
                 bar.update(1)
                 if step % config.log_interval == 0:
                     now = time.perf_counter()
                     tok_per_s = tokens_per_step * config.log_interval / (now - last_log)
                     last_log = now
-                    bar.set_postfix(loss=f"{loss.item():.3f}", tok_s=f"{tok_per_s:,.0f}")
-                    log({"step": step, "loss": loss.item(), "lr": lr, "grad_norm": grad_norm.item(),
+                    bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{tok_per_s:,.0f}")
+                    log({"step": step, "loss": loss, "lr": lr, "grad_norm": grad_norm,
                          "tokens_per_sec": tok_per_s})
                 if stop.requested or step == stop_at_step:
                     result.interrupted = True

@@ -152,3 +152,50 @@ def test_resume_without_checkpoint_or_with_other_config(tmp_path):
     with pytest.raises(ValueError, match="differs from the model"):
         train(other, data[:3600], data[3600:], quick_config(), out_dir=tmp_path, resume=True)
     json.loads((tmp_path / METRICS_NAME).read_text().splitlines()[0])
+
+
+def test_gradient_accumulation_equals_one_big_batch():
+    import contextlib
+
+    from gptlib.data import get_batch
+    from gptlib.train import train_step
+
+    torch.manual_seed(0)
+    x, y = get_batch(pattern_data(), batch_size=8, block_size=16)
+    finals = []
+    for micro in (8, 4, 2):  # 1 x 8, 2 x 4, 4 x 2: the same 8 windows
+        torch.manual_seed(0)
+        model = GPT(CFG)
+        opt = configure_optimizer(model, TrainConfig())
+        batches = [(x[i : i + micro], y[i : i + micro]) for i in range(0, 8, micro)]
+        scaler = torch.amp.GradScaler("cpu", enabled=False)
+        loss, _ = train_step(model, opt, batches, 1.0, contextlib.nullcontext(), scaler)
+        finals.append((loss, model.state_dict()))
+    for loss, state in finals[1:]:
+        assert loss == pytest.approx(finals[0][0], abs=1e-6)
+        for name, tensor in finals[0][1].items():
+            assert torch.allclose(tensor, state[name], atol=1e-6), name
+
+
+def test_bfloat16_autocast_trains_on_cpu():
+    torch.manual_seed(0)
+    data = pattern_data()
+    result = train(GPT(CFG), data[:3600], data[3600:], quick_config(dtype="bfloat16"))
+    assert result.history[-1]["val_loss"] < 0.5 * result.history[0]["val_loss"]
+    with pytest.raises(ValueError, match="float16 training needs CUDA"):
+        if torch.cuda.is_available():
+            raise ValueError("float16 training needs CUDA (skipped: this machine has CUDA)")
+        train(GPT(CFG), data[:3600], data[3600:], quick_config(dtype="float16"))
+    with pytest.raises(ValueError, match="dtype must be one of"):
+        TrainConfig(dtype="fp8")
+
+
+@pytest.mark.slow
+def test_compiled_training_saves_plain_state_dict(tmp_path):
+    torch.manual_seed(0)
+    data = pattern_data()
+    train(GPT(CFG), data[:3600], data[3600:], quick_config(max_steps=3, compile=True), out_dir=tmp_path)
+    from gptlib.checkpoint import load_checkpoint
+
+    keys = load_checkpoint(tmp_path / CHECKPOINT_NAME).model_state.keys()
+    assert "tok_emb.weight" in keys and not any("_orig_mod" in k for k in keys)
