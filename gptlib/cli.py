@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from gptlib.checkpoint import CheckpointError, load_model
-from gptlib.data import encode_corpus, load_corpus, train_val_split
+from gptlib.data import encode_corpus, load_corpus, load_token_files, prepare_token_files, train_val_split
 from gptlib.generate import stream
 from gptlib.model import PRESETS, preset_config
 from gptlib.tokenizer import BPETokenizer, CharTokenizer, Tokenizer, UnknownCharacterError
@@ -35,6 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--corpus", default="course", help="'course', 'course-en', 'course-zh', 'tinyshakespeare' or a .txt path")
     t.add_argument("--tokenizer", choices=["char", "bpe"], default="char")
     t.add_argument("--vocab-size", type=int, default=512, help="BPE vocabulary size (with --tokenizer bpe)")
+    t.add_argument("--data", type=Path, default=None,
+                   help="a folder written by `gptlib prepare` (token files, memory-mapped); replaces --corpus")
     t.add_argument("--out", type=Path, default=None, help="run directory (default: runs/PRESET)")
     t.add_argument("--steps", type=int, default=None, help="training steps (default: the preset's)")
     t.add_argument("--batch-size", type=int, default=None)
@@ -44,6 +46,18 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, default=1337)
     t.add_argument("--resume", action="store_true", help="continue from the run directory's checkpoint")
     t.add_argument("--no-progress", action="store_true", help="no progress bar (for logs)")
+
+    p = commands.add_parser(
+        "prepare",
+        help="tokenize a corpus once into token files on disk",
+        description="Write train.bin, val.bin (uint16 token ids) and tokenizer.json, for `gptlib train --data`.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--corpus", default="course")
+    p.add_argument("--tokenizer", choices=["char", "bpe"], default="char")
+    p.add_argument("--vocab-size", type=int, default=512, help="BPE vocabulary size (with --tokenizer bpe)")
+    p.add_argument("--val-fraction", type=float, default=0.1)
+    p.add_argument("--out", type=Path, required=True, help="folder for the token files")
 
     s = commands.add_parser(
         "sample",
@@ -63,16 +77,32 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def train_tokenizer(text: str, kind: str, vocab_size: int) -> Tokenizer:
+    if kind == "char":
+        return CharTokenizer.train(text)
+    return BPETokenizer.train(text, vocab_size, progress=True)
+
+
+def cmd_prepare(args: argparse.Namespace) -> int:
+    text = load_corpus(args.corpus)
+    tokenizer = train_tokenizer(text, args.tokenizer, args.vocab_size)
+    counts = prepare_token_files(text, tokenizer, args.out, args.val_fraction)
+    print(f"{args.out}: {counts['train']:,} train and {counts['val']:,} val tokens "
+          f"({args.tokenizer} tokenizer, vocab {tokenizer.vocab_size})")
+    return 0
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     out_dir = args.out or RUNS_DIR / args.preset
     seed_everything(args.seed)
-    text = load_corpus(args.corpus)
-    if args.tokenizer == "char":
-        tokenizer: Tokenizer = CharTokenizer.train(text)
+    if args.data is not None:
+        train_data, val_data, tokenizer = load_token_files(args.data)
+        source = f"token files {args.data}"
     else:
-        tokenizer = BPETokenizer.train(text, args.vocab_size, progress=True)
-    data = encode_corpus(text, tokenizer)
-    train_data, val_data = train_val_split(data, 0.1)
+        text = load_corpus(args.corpus)
+        tokenizer = train_tokenizer(text, args.tokenizer, args.vocab_size)
+        train_data, val_data = train_val_split(encode_corpus(text, tokenizer), 0.1)
+        source = f"corpus {args.corpus}: {len(text):,} characters ->"
     overrides = {} if args.preset == "gpt2" else {"vocab_size": tokenizer.vocab_size}
     model_config = preset_config(args.preset, **overrides)
     if model_config.vocab_size < tokenizer.vocab_size:
@@ -89,8 +119,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .model import GPT  # after argument checks: building gpt2 takes a moment
 
     model = GPT(model_config)
-    print(f"corpus {args.corpus}: {len(text):,} characters -> {len(data):,} tokens "
-          f"({args.tokenizer} tokenizer, vocab {tokenizer.vocab_size})")
+    print(f"{source} {len(train_data) + len(val_data):,} tokens ({tokenizer.kind} tokenizer, "
+          f"vocab {tokenizer.vocab_size})")
     print(f"model {args.preset}: {model.num_params():,} parameters; training {config.max_steps} steps -> {out_dir}")
     result = train(model, train_data, val_data, config, tokenizer=tokenizer, out_dir=out_dir, resume=args.resume)
     final = result.final
@@ -134,9 +164,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        if args.command == "train":
-            return cmd_train(args)
-        return cmd_sample(args)
+        commands = {"train": cmd_train, "prepare": cmd_prepare, "sample": cmd_sample}
+        return commands[args.command](args)
     except (ValueError, FileNotFoundError, CheckpointError, UnknownCharacterError, NonFiniteLossError, OSError) as e:
         print(f"gptlib {args.command}: error: {e}", file=sys.stderr)
         return 2

@@ -16,9 +16,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
-from gptlib.tokenizer import Tokenizer
+from gptlib.tokenizer import Tokenizer, load_tokenizer
 # --8<-- [end:imports]
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -158,7 +159,7 @@ def train_val_split(data: torch.Tensor, val_fraction: float = 0.1) -> tuple[torc
 
 
 def get_batch(
-    data: torch.Tensor,
+    data: torch.Tensor | np.ndarray,
     batch_size: int,
     block_size: int,
     device: torch.device | str = "cpu",
@@ -168,7 +169,50 @@ def get_batch(
     if len(data) <= block_size:
         raise ValueError(f"need more than block_size={block_size} tokens to make a batch, got {len(data)}")
     starts = torch.randint(len(data) - block_size, (batch_size,), generator=generator)  # (B,)
-    x = torch.stack([data[i : i + block_size] for i in starts])  # (B, T)
-    y = torch.stack([data[i + 1 : i + 1 + block_size] for i in starts])  # (B, T): the next token at each position
+    if isinstance(data, np.ndarray):  # a memmapped token file: read only these windows from disk
+        windows = np.stack([data[i : i + block_size + 1] for i in starts.tolist()]).astype(np.int64)
+        chunk = torch.from_numpy(windows)  # (B, T + 1)
+    else:
+        chunk = torch.stack([data[i : i + block_size + 1] for i in starts])  # (B, T + 1)
+    x, y = chunk[:, :-1].contiguous(), chunk[:, 1:].contiguous()  # (B, T) each: y is x shifted by one, the next token at each position
     return x.to(device), y.to(device)
 # --8<-- [end:batches]
+
+
+# --8<-- [start:token_files]
+TRAIN_FILE, VAL_FILE, TOKENIZER_FILE = "train.bin", "val.bin", "tokenizer.json"
+
+
+def token_dtype(vocab_size: int) -> np.dtype:
+    """uint16 holds ids below 65,536 (GPT-2's 50,257 fit): half the disk of int32."""
+    return np.dtype(np.uint16) if vocab_size <= 2**16 else np.dtype(np.uint32)
+
+
+def prepare_token_files(
+    text: str, tokenizer: Tokenizer, out_dir: str | Path, val_fraction: float = 0.1
+) -> dict[str, int]:
+    """Encode `text` once and write train.bin, val.bin (raw token ids) and tokenizer.json."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ids = np.array(tokenizer.encode(text), dtype=token_dtype(tokenizer.vocab_size))
+    n = int(len(ids) * (1.0 - val_fraction))
+    for name, part in ((TRAIN_FILE, ids[:n]), (VAL_FILE, ids[n:])):
+        tmp = out_dir / (name + ".tmp")
+        part.tofile(tmp)
+        tmp.replace(out_dir / name)  # atomic: never a half-written token file
+    tokenizer.save(out_dir / TOKENIZER_FILE)
+    return {"train": n, "val": len(ids) - n}
+
+
+def load_token_files(data_dir: str | Path) -> tuple[np.memmap, np.memmap, Tokenizer]:
+    """Memory-map train.bin and val.bin: batches read from disk, the corpus never sits in RAM."""
+    data_dir = Path(data_dir)
+    for name in (TRAIN_FILE, VAL_FILE, TOKENIZER_FILE):
+        if not (data_dir / name).is_file():
+            raise FileNotFoundError(f"{data_dir / name} is missing: run `gptlib prepare --out {data_dir}` first")
+    tokenizer = load_tokenizer(data_dir / TOKENIZER_FILE)
+    dtype = token_dtype(tokenizer.vocab_size)
+    train = np.memmap(data_dir / TRAIN_FILE, dtype=dtype, mode="r")
+    val = np.memmap(data_dir / VAL_FILE, dtype=dtype, mode="r")
+    return train, val, tokenizer
+# --8<-- [end:token_files]

@@ -125,6 +125,7 @@ def merge_pair(ids: tuple[int, ...], pair: tuple[int, int], new_id: int) -> tupl
 # --8<-- [end:bpe_helpers]
 
 
+# --8<-- [start:bpe_init]
 class BPETokenizer:
     """Byte-level BPE: ids 0..255 are the raw bytes, every later id is a learned merge."""
 
@@ -153,6 +154,7 @@ class BPETokenizer:
             else None
         )
         self._cache: dict[str, list[int]] = {}
+    # --8<-- [end:bpe_init]
 
     # --8<-- [start:train]
     @classmethod

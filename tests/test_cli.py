@@ -60,3 +60,12 @@ def test_train_then_sample_end_to_end(tmp_path):
     assert a.returncode == 0, a.stderr
     assert a.stdout == b.stdout and a.stdout.startswith("The ") and len(a.stdout) > 40
     assert "sampling from runs/nano/checkpoint.safetensors" in a.stderr
+
+
+def test_prepare_then_train_from_token_files(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["prepare", "--corpus", "course-en", "--tokenizer", "bpe", "--vocab-size", "300", "--out", "toks"]) == 0
+    assert "train and" in capsys.readouterr().out
+    assert main(["train", "--preset", "nano", "--data", "toks", "--steps", "5", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "token files toks" in out and "bpe tokenizer, vocab 300" in out

@@ -118,3 +118,22 @@ def test_encode_split_and_batches():
         train_val_split(ids, 1.5)
     with pytest.raises(ValueError, match="more than block_size"):
         get_batch(ids[:5], 2, 8)
+
+
+def test_token_files_round_trip_and_memmap_batches(tmp_path):
+    from gptlib.data import load_token_files, prepare_token_files
+    from gptlib.tokenizer import BPETokenizer
+
+    text = "the quick brown fox jumps over the lazy dog. 敏捷的棕色狐狸。" * 40
+    tok = BPETokenizer.train(text, vocab_size=300)
+    counts = prepare_token_files(text, tok, tmp_path, val_fraction=0.1)
+    train, val, loaded = load_token_files(tmp_path)
+    ids = tok.encode(text)
+    assert train.dtype.name == "uint16" and (tmp_path / "train.bin").stat().st_size == 2 * counts["train"]
+    assert train.tolist() + val.tolist() == ids and loaded.to_dict() == tok.to_dict()
+    as_tensor = torch.tensor(train.tolist())
+    x1, y1 = get_batch(train, 4, 16, generator=torch.Generator().manual_seed(0))
+    x2, y2 = get_batch(as_tensor, 4, 16, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(x1, x2) and torch.equal(y1, y2) and x1.dtype == torch.long
+    with pytest.raises(FileNotFoundError, match="gptlib prepare"):
+        load_token_files(tmp_path / "nothing-here")
