@@ -17,6 +17,17 @@ from gptlib.utils import seed_everything
 RUNS_DIR = Path("runs")
 
 
+class HelpFormatter(argparse.HelpFormatter):
+    """Show each option's default, except where there is none to show."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        shown = action.default not in (None, False, "", argparse.SUPPRESS) and "(default:" not in text
+        if shown and action.option_strings:
+            text += " (default: %(default)s)"
+        return text
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="gptlib",
@@ -29,51 +40,53 @@ def build_parser() -> argparse.ArgumentParser:
         help="train a GPT on a corpus",
         description="Train a GPT. A preset fixes the model size and sensible training settings; "
         "any flag you give overrides the preset.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     t.add_argument("--preset", choices=list(PRESETS), default="tiny", help="model size and training settings")
-    t.add_argument("--corpus", default="course", help="'course', 'course-en', 'course-zh', 'tinyshakespeare' or a .txt path")
-    t.add_argument("--tokenizer", choices=["char", "bpe"], default="char")
+    t.add_argument("--corpus", default="course",
+                   help="'course', 'course-en', 'course-zh', 'tinyshakespeare' or the path of a .txt file")
+    t.add_argument("--tokenizer", choices=["char", "bpe"], default="char", help="how text becomes token ids")
     t.add_argument("--vocab-size", type=int, default=512, help="BPE vocabulary size (with --tokenizer bpe)")
-    t.add_argument("--data", type=Path, default=None,
-                   help="a folder written by `gptlib prepare` (token files, memory-mapped); replaces --corpus")
-    t.add_argument("--out", type=Path, default=None, help="run directory (default: runs/PRESET)")
-    t.add_argument("--steps", type=int, default=None, help="training steps (default: the preset's)")
-    t.add_argument("--batch-size", type=int, default=None)
-    t.add_argument("--lr", type=float, default=None, help="peak learning rate")
-    t.add_argument("--eval-interval", type=int, default=None)
-    t.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps (default: best available)")
-    t.add_argument("--seed", type=int, default=1337)
-    t.add_argument("--resume", action="store_true", help="continue from the run directory's checkpoint")
+    t.add_argument("--data", type=Path, help="a folder written by `gptlib prepare` (memory-mapped token files), "
+                   "instead of --corpus")
+    t.add_argument("--out", type=Path, help="run folder for the checkpoint and metrics.jsonl (default: runs/PRESET)")
+    t.add_argument("--steps", type=int, help="training steps (default: the preset's)")
+    t.add_argument("--batch-size", type=int, help="sequences per step (default: the preset's)")
+    t.add_argument("--lr", type=float, help="peak learning rate (default: the preset's)")
+    t.add_argument("--eval-interval", type=int, help="evaluate and checkpoint every N steps (default: the preset's)")
+    t.add_argument("--device", help="cpu, cuda, cuda:1 or mps (default: the best available)")
+    t.add_argument("--seed", type=int, default=1337, help="random seed")
+    t.add_argument("--resume", action="store_true", help="continue from the run folder's checkpoint")
     t.add_argument("--no-progress", action="store_true", help="no progress bar (for logs)")
 
     p = commands.add_parser(
         "prepare",
         help="tokenize a corpus once into token files on disk",
-        description="Write train.bin, val.bin (uint16 token ids) and tokenizer.json, for `gptlib train --data`.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="Write train.bin, val.bin (token ids) and tokenizer.json, for `gptlib train --data`.",
+        formatter_class=HelpFormatter,
     )
-    p.add_argument("--corpus", default="course")
-    p.add_argument("--tokenizer", choices=["char", "bpe"], default="char")
+    p.add_argument("--corpus", default="course", help="a corpus name or the path of a .txt file")
+    p.add_argument("--tokenizer", choices=["char", "bpe"], default="char", help="how text becomes token ids")
     p.add_argument("--vocab-size", type=int, default=512, help="BPE vocabulary size (with --tokenizer bpe)")
-    p.add_argument("--val-fraction", type=float, default=0.1)
+    p.add_argument("--val-fraction", type=float, default=0.1, help="share of the tokens kept for validation")
     p.add_argument("--out", type=Path, required=True, help="folder for the token files")
 
     s = commands.add_parser(
         "sample",
         help="generate text from a trained checkpoint",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="Continue a prompt with a trained model, printing the text as it is generated.",
+        formatter_class=HelpFormatter,
     )
-    s.add_argument("--checkpoint", type=Path, default=None,
-                   help=f"a checkpoint file or run directory (default: the newest runs/*/{CHECKPOINT_NAME})")
-    s.add_argument("--prompt", default="\n", help="text to continue")
-    s.add_argument("--max-new-tokens", type=int, default=300)
+    s.add_argument("--checkpoint", type=Path,
+                   help=f"a checkpoint file or run folder (default: the newest runs/*/{CHECKPOINT_NAME})")
+    s.add_argument("--prompt", default="\n", help="text to continue (default: a newline)")
+    s.add_argument("--max-new-tokens", type=int, default=300, help="how many tokens to generate")
     s.add_argument("--temperature", type=float, default=0.8, help="0 = greedy; lower = safer, higher = wilder")
-    s.add_argument("--top-k", type=int, default=None, help="sample only among the k most likely tokens")
-    s.add_argument("--top-p", type=float, default=None, help="sample only among the most likely tokens covering p")
-    s.add_argument("--stop", default=None, help="stop before this text appears")
-    s.add_argument("--seed", type=int, default=None, help="fix the seed for reproducible samples")
-    s.add_argument("--device", default=None)
+    s.add_argument("--top-k", type=int, help="sample only among the k most likely tokens")
+    s.add_argument("--top-p", type=float, help="sample only among the most likely tokens that together reach p")
+    s.add_argument("--stop", help="stop before this text appears")
+    s.add_argument("--seed", type=int, help="fix the seed for reproducible samples")
+    s.add_argument("--device", help="cpu, cuda, cuda:1 or mps (default: the best available)")
     return parser
 
 

@@ -97,15 +97,17 @@ def fetch_remote_corpus(corpus: RemoteCorpus, progress: bool = True) -> Path:
 
 
 def course_pages(docs_dir: Path = DOCS_DIR, lang: str | None = None) -> list[Path]:
-    """The course's own pages, each English page followed by its Chinese twin."""
+    """The course's own pages in reading order (Home first), each English page before its Chinese twin."""
     if not docs_dir.is_dir():
         raise FileNotFoundError(
             f"the 'course' corpus reads the course pages in {docs_dir}, which is missing: "
             "use gptlib from a clone of the course repository (pip install -e .)"
         )
+    english = sorted((p for p in docs_dir.rglob("*.md") if not p.name.endswith(".zh.md")),
+                     key=lambda p: "00" if p.stem == "index" else p.stem)
     pages = []
-    for en in sorted(p for p in docs_dir.rglob("*.md") if not p.name.endswith(".zh.md")):
-        zh = en.with_name(en.name[: -len(".md")] + ".zh.md")
+    for en in english:
+        zh = en.with_name(en.stem + ".zh.md")
         if lang in (None, "en"):
             pages.append(en)
         if lang in (None, "zh") and zh.exists():
@@ -113,15 +115,30 @@ def course_pages(docs_dir: Path = DOCS_DIR, lang: str | None = None) -> list[Pat
     return pages
 
 
+def page_sections(page: Path) -> list[str]:
+    """A page's text (HTML comments and snippet includes removed), cut before each `## ` heading."""
+    text = page.read_text(encoding="utf-8")
+    text = re.sub(r"<!--.*?-->", "", text, flags=re.S)
+    text = re.sub(r"^\s*-+8<-+.*$\n?", "", text, flags=re.M)
+    return [part for part in re.split(r"(?m)^(?=## )", text.strip() + "\n\n") if part]
+
+
 def course_text(lang: str | None = None, docs_dir: Path = DOCS_DIR) -> str:
-    """The prose and code of the course pages (HTML comments and snippet includes removed)."""
-    texts = []
-    for page in course_pages(docs_dir, lang):
-        text = page.read_text(encoding="utf-8")
-        text = re.sub(r"<!--.*?-->", "", text, flags=re.S)
-        text = re.sub(r"^\s*-+8<-+.*$\n?", "", text, flags=re.M)
-        texts.append(text.strip() + "\n\n")
-    return "".join(texts)
+    """The course pages as one text. With both languages, the sections of each page alternate
+    (English, Chinese, English, ...) so that any stretch of the text, the validation
+    split at its end included, has both languages in it."""
+    pages = course_pages(docs_dir, lang)
+    if lang is not None:
+        return "".join("".join(page_sections(p)) for p in pages)
+    parts = []
+    for page in pages:
+        if page.name.endswith(".zh.md"):
+            continue
+        zh = page.with_name(page.stem + ".zh.md")
+        en_parts, zh_parts = page_sections(page), page_sections(zh) if zh.exists() else []
+        for i in range(max(len(en_parts), len(zh_parts))):
+            parts += en_parts[i : i + 1] + zh_parts[i : i + 1]
+    return "".join(parts)
 
 
 CORPORA: dict[str, Callable[[], str]] = {

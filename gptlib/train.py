@@ -222,6 +222,10 @@ def train(
     this run early (with a checkpoint) while the schedule still aims at max_steps,
     so a long run can be done in slices.
     """
+    for name, data in (("training", train_data), ("validation", val_data)):
+        if len(data) <= model.config.block_size:
+            raise ValueError(f"the {name} data has {len(data)} tokens, but a batch needs more than "
+                             f"block_size={model.config.block_size}: use more text or a smaller block_size")
     device = get_device(config.device)
     model.to(device)
     optimizer = configure_optimizer(model, config)

@@ -33,6 +33,8 @@ def get_device(preferred: str | None = None) -> torch.device:
         device = torch.device(choice)
         if device.type == "cuda" and not torch.cuda.is_available():
             raise RuntimeError(f"device {choice!r} was asked for, but CUDA is not available here")
+        if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+            raise RuntimeError(f"device {choice!r} was asked for, but there are {torch.cuda.device_count()} GPU(s)")
         if device.type == "mps" and not torch.backends.mps.is_available():
             raise RuntimeError(f"device {choice!r} was asked for, but MPS is not available here")
         return device
@@ -79,20 +81,19 @@ class Timing:
 def time_block(label: str, device: torch.device | str | None = None, verbose: bool = True) -> Iterator[Timing]:
     """Time the code inside a `with` block.
 
-    GPU work is asynchronous: a CUDA kernel is queued and Python moves on. So on a
-    CUDA device we synchronise before starting and before stopping the clock,
-    otherwise we would time the queueing, not the work.
+    GPU work is asynchronous: a kernel is queued and Python moves on. So on a GPU
+    we synchronise before starting and before stopping the clock, otherwise we
+    would time the queueing, not the work.
     """
-    on_cuda = torch.device(device).type == "cuda" if device is not None else torch.cuda.is_available()
+    kind = torch.device(device).type if device is not None else get_device().type
+    synchronize = {"cuda": torch.cuda.synchronize, "mps": torch.mps.synchronize}.get(kind, lambda: None)
     timing = Timing(label)
-    if on_cuda:
-        torch.cuda.synchronize()
+    synchronize()
     start = time.perf_counter()
     try:
         yield timing
     finally:
-        if on_cuda:
-            torch.cuda.synchronize()
+        synchronize()
         timing.seconds = time.perf_counter() - start
         if verbose:
             print(f"{label}: {timing.seconds * 1000:.1f} ms")
