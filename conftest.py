@@ -13,6 +13,7 @@ import doctest
 import json
 import os
 import select
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -101,6 +102,7 @@ class PageSession:
             self.replies.close()
             self.proc = None
         self.stderr.close()
+        shutil.rmtree(self.cwd, ignore_errors=True)
 
 
 class DocPage(pytest.File):
