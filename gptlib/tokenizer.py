@@ -43,12 +43,12 @@ class UnknownCharacterError(ValueError):
 
 # --8<-- [start:char]
 class CharTokenizer:
-    """One token per character. The vocabulary is the sorted set of characters seen."""
+    """One token per character. Trained, the vocabulary is the sorted set of characters seen."""
 
     kind = "char"
 
     def __init__(self, chars: Iterable[str], unk_token: str | None = None):
-        self.chars = sorted(set(chars))
+        self.chars = list(dict.fromkeys(chars))  # the vocabulary in id order, each character once
         if unk_token is not None and unk_token not in self.chars:
             self.chars.append(unk_token)  # the unknown token gets the last id
         self.unk_token = unk_token
@@ -57,7 +57,7 @@ class CharTokenizer:
 
     @classmethod
     def train(cls, text: str, unk_token: str | None = None) -> "CharTokenizer":
-        return cls(set(text), unk_token=unk_token)
+        return cls(sorted(set(text)), unk_token=unk_token)
 
     @property
     def vocab_size(self) -> int:
@@ -85,8 +85,7 @@ class CharTokenizer:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "CharTokenizer":
-        chars = [c for c in data["chars"] if c != data.get("unk_token")]
-        return cls(chars, unk_token=data.get("unk_token"))
+        return cls(data["chars"], unk_token=data.get("unk_token"))  # the stored order is the id order
 
     def save(self, path: str | Path) -> Path:
         return _save_json(self.to_dict(), path)
@@ -173,6 +172,9 @@ class BPETokenizer:
             raise ValueError(f"vocab_size must be at least {256 + len(special_tokens)} (256 bytes + special tokens)")
         # Count each distinct chunk once: "the" appears thousands of times, but we
         # only need to merge inside it once and multiply by its frequency.
+        # Special tokens are not text: drop them before counting, so no merge learns them.
+        for special in special_tokens:
+            text = text.replace(special, "\n")
         chunks = Counter(re.findall(pattern, text))
         words = {tuple(chunk.encode("utf-8")): freq for chunk, freq in chunks.items()}
         merges: list[tuple[int, int]] = []

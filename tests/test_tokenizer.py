@@ -172,3 +172,16 @@ def test_matches_library_bpe_on_round_trip_and_size():
     n_ours, n_lib = len(ours.encode(held_out)), len(lib.encode(held_out).ids)
     # same algorithm, same vocab size: token counts on unseen text agree within 10%
     assert abs(n_ours - n_lib) / n_lib < 0.10, (n_ours, n_lib)
+
+
+def test_char_save_load_keeps_ids_when_unk_token_is_in_the_text(tmp_path):
+    tok = CharTokenizer.train("ab?", unk_token="?")
+    back = load_tokenizer(tok.save(tmp_path / "c.json"))
+    assert back.chars == tok.chars and back.encode("ab?x") == tok.encode("ab?x")
+
+
+def test_bpe_does_not_learn_special_tokens_as_text():
+    special = "<|endoftext|>"
+    tok = BPETokenizer.train(("hello world" + special) * 50, vocab_size=300, special_tokens=[special])
+    learned = {tok.token_str(256 + k) for k in range(len(tok.merges))}
+    assert not any("|" in t or "endoftext" in t for t in learned)
