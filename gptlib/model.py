@@ -177,12 +177,15 @@ class GPT(nn.Module):
     def __init__(self, config: GPTConfig):
         super().__init__()
         self.config = config
+        # --8<-- [start:embeddings]
         self.tok_emb = nn.Embedding(config.vocab_size, config.n_embd)  # token id -> vector
         self.pos_emb = nn.Embedding(config.block_size, config.n_embd)  # position -> vector
+        # --8<-- [end:embeddings]
         self.drop = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList([Block(config, layer) for layer in range(config.n_layer)])
         self.ln_f = nn.LayerNorm(config.n_embd, bias=config.bias)
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        # --8<-- [start:tying_and_init]
         # Weight tying: the same matrix maps ids to vectors and vectors back to logits.
         self.lm_head.weight = self.tok_emb.weight
         self.apply(self._init_weights)
@@ -191,6 +194,7 @@ class GPT(nn.Module):
         for name, p in self.named_parameters():
             if name.endswith("c_proj.weight"):
                 nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+        # --8<-- [end:tying_and_init]
 
     @staticmethod
     def _init_weights(module: nn.Module) -> None:
@@ -208,8 +212,10 @@ class GPT(nn.Module):
         past = len(cache) if cache is not None else 0  # positions already in the cache
         if past + T > self.config.block_size:
             raise ValueError(f"sequence length {past + T} is longer than block_size={self.config.block_size}")
+        # --8<-- [start:embed_forward]
         pos = torch.arange(past, past + T, device=idx.device)  # (T,)
         x = self.drop(self.tok_emb(idx) + self.pos_emb(pos))  # (B, T, C) + (T, C) -> (B, T, C)
+        # --8<-- [end:embed_forward]
         for block in self.blocks:
             x = block(x, cache)  # (B, T, C)
         x = self.ln_f(x)  # (B, T, C)
