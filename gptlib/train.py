@@ -270,7 +270,8 @@ def train(
     result = TrainResult(steps=step, seconds=0.0)
     tokens_per_step = config.batch_size * config.grad_accum_steps * model.config.block_size
     bar = tqdm(total=config.max_steps, initial=step, disable=not config.progress, desc="train", unit="step")
-    start = last_log = time.perf_counter()
+    start = time.perf_counter()
+    step_seconds = 0.0  # time spent in training steps since the last log line (evaluation excluded)
     model.train()
     try:
         with _StopOnCtrlC() as stop:
@@ -288,6 +289,7 @@ def train(
                 lr = lr_at(step, config)
                 for group in optimizer.param_groups:
                     group["lr"] = lr
+                step_start = time.perf_counter()
                 batches = [get_batch(train_data, config.batch_size, model.config.block_size, device)
                            for _ in range(config.grad_accum_steps)]
                 try:
@@ -298,11 +300,11 @@ def train(
                         "Try a lower learning rate or check the data."
                     ) from None
                 step += 1
+                step_seconds += time.perf_counter() - step_start
                 bar.update(1)
                 if step % config.log_interval == 0:
-                    now = time.perf_counter()
-                    tok_per_s = tokens_per_step * config.log_interval / (now - last_log)
-                    last_log = now
+                    tok_per_s = tokens_per_step * config.log_interval / step_seconds
+                    step_seconds = 0.0
                     bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{tok_per_s:,.0f}")
                     log({"step": step, "loss": loss, "lr": lr, "grad_norm": grad_norm,
                          "tokens_per_sec": tok_per_s})
