@@ -129,6 +129,16 @@ class BlockFailed(Exception):
     pass
 
 
+def output_matches(shown: str, printed: str, ignore_whitespace: bool = False) -> bool:
+    """The page's output block against what the code printed: `...` matches anything
+    (doctest's ELLIPSIS); trailing spaces and blank lines at either end do not count."""
+    def tidy(text: str) -> str:
+        return "\n".join(line.rstrip() for line in text.strip("\n").splitlines()) + "\n"
+
+    flags = doctest.ELLIPSIS | (doctest.NORMALIZE_WHITESPACE if ignore_whitespace else 0)
+    return doctest.OutputChecker().check_output(tidy(shown), tidy(printed), flags)
+
+
 class DocBlock(pytest.Item):
     def __init__(self, *, block: pagecode.Block, **kwargs):
         super().__init__(**kwargs)
@@ -150,12 +160,10 @@ class DocBlock(pytest.Item):
             raise BlockFailed("the block printed output, but the page does not show it: add an expected-output "
                               f"block under it (see CONTRIBUTING.md).\n--- code printed:\n{reply['stdout']}")
         if b.expected_output is not None:
-            flags = doctest.ELLIPSIS | (doctest.NORMALIZE_WHITESPACE if b.ignore_whitespace else 0)
-            want = "\n".join(line.rstrip() for line in b.expected_output.strip("\n").splitlines()) + "\n"
-            got = "\n".join(line.rstrip() for line in reply["stdout"].strip("\n").splitlines()) + "\n"
-            if not doctest.OutputChecker().check_output(want, got, flags):
+            if not output_matches(b.expected_output, reply["stdout"], b.ignore_whitespace):
                 session.failed = self.name
-                raise BlockFailed(f"printed output differs from the page.\n--- page shows:\n{want}--- code printed:\n{got}")
+                raise BlockFailed(f"printed output differs from the page.\n--- page shows:\n{b.expected_output}"
+                                  f"--- code printed:\n{reply['stdout']}")
             self.config._page_counts[(self.lang, "output checked")] += 1
         self.config._page_counts[(self.lang, f"{b.kind} run")] += 1
 
