@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from gptlib.checkpoint import CheckpointError, load_model
+from gptlib.checkpoint import CheckpointError, load_checkpoint, load_model
 from gptlib.data import encode_corpus, load_corpus, load_token_files, prepare_token_files, train_val_split
 from gptlib.generate import stream
 from gptlib.model import PRESETS, preset_config
@@ -57,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--device", help="cpu, cuda, cuda:1 or mps (default: the best available)")
     t.add_argument("--seed", type=int, default=1337, help="random seed")
     t.add_argument("--resume", action="store_true", help="continue from the run folder's checkpoint")
+    t.add_argument("--stop-at", type=int, help="stop (with a checkpoint) at this step; --resume continues the same schedule")
     t.add_argument("--no-progress", action="store_true", help="no progress bar (for logs)")
 
     p = commands.add_parser(
@@ -113,7 +114,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         source = f"token files {args.data}"
     else:
         text = load_corpus(args.corpus)
-        tokenizer = train_tokenizer(text, args.tokenizer, args.vocab_size)
+        if args.resume:  # keep the ids the model was trained with: reuse the checkpoint's tokenizer
+            tokenizer = load_checkpoint(find_checkpoint(out_dir)).tokenizer
+        else:
+            tokenizer = train_tokenizer(text, args.tokenizer, args.vocab_size)
         train_data, val_data = train_val_split(encode_corpus(text, tokenizer), 0.1)
         source = f"corpus {args.corpus}: {len(text):,} characters ->"
     overrides = {} if args.preset == "gpt2" else {"vocab_size": tokenizer.vocab_size}
@@ -135,11 +139,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(f"{source} {len(train_data) + len(val_data):,} tokens ({tokenizer.kind} tokenizer, "
           f"vocab {tokenizer.vocab_size})")
     print(f"model {args.preset}: {model.num_params():,} parameters; training {config.max_steps} steps -> {out_dir}")
-    result = train(model, train_data, val_data, config, tokenizer=tokenizer, out_dir=out_dir, resume=args.resume)
+    result = train(model, train_data, val_data, config, tokenizer=tokenizer, out_dir=out_dir, resume=args.resume,
+                   stop_at_step=args.stop_at)
     final = result.final
-    if result.interrupted:
+    if result.interrupted or result.stopped_early:
+        source_flag = f"--data {args.data}" if args.data else f"--corpus {args.corpus}"
         print(f"stopped at step {result.steps}; resume with: gptlib train --preset {args.preset} "
-              f"--corpus {args.corpus} --out {out_dir} --resume")
+              f"{source_flag} --out {out_dir} --resume")
     elif final:
         print(f"step {result.steps}: train loss {final['train_loss']:.3f}, val loss {final['val_loss']:.3f} "
               f"({result.seconds:.0f} s)")

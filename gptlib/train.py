@@ -131,7 +131,8 @@ class TrainResult:
     steps: int
     seconds: float
     history: list[dict[str, Any]] = field(default_factory=list)  # the eval records
-    interrupted: bool = False
+    interrupted: bool = False  # stopped by Ctrl-C
+    stopped_early: bool = False  # stopped at stop_at_step, to be resumed
     checkpoint: Path | None = None
 
     @property
@@ -243,6 +244,8 @@ def train(
         ckpt = load_checkpoint(ckpt_path)
         if ckpt.config != model.config:
             raise ValueError(f"checkpoint config {ckpt.config} differs from the model's {model.config}")
+        if tokenizer is not None and ckpt.tokenizer is not None and tokenizer.to_dict() != ckpt.tokenizer.to_dict():
+            raise ValueError("the tokenizer differs from the checkpoint's: its token ids would mean other text")
         model.load_state_dict(ckpt.model_state)
         optimizer.load_state_dict(ckpt.optimizer_state)
         set_rng_state(ckpt.rng_state)
@@ -308,10 +311,13 @@ def train(
                     bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{tok_per_s:,.0f}")
                     log({"step": step, "loss": loss, "lr": lr, "grad_norm": grad_norm,
                          "tokens_per_sec": tok_per_s})
-                if stop.requested or step == stop_at_step:
+                if stop.requested:
                     result.interrupted = True
                     break
-        if not result.interrupted and step != evaluated_at:
+                if step == stop_at_step:
+                    result.stopped_early = True
+                    break
+        if not (result.interrupted or result.stopped_early) and step != evaluated_at:
             evaluated_at = step
             losses = estimate_loss(
                 model, {"train": train_data, "val": val_data}, config.batch_size, config.eval_batches, device

@@ -2,6 +2,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from gptlib.cli import main
 
@@ -69,3 +70,25 @@ def test_prepare_then_train_from_token_files(tmp_path, capsys, monkeypatch):
     assert main(["train", "--preset", "nano", "--data", "toks", "--steps", "5", "--no-progress"]) == 0
     out = capsys.readouterr().out
     assert "token files toks" in out and "bpe tokenizer, vocab 300" in out
+
+
+def test_resume_in_a_new_process_is_bit_exact(tmp_path):
+    """Train N steps in one process; versus N/2, stop, a new process resumes for N/2."""
+    from gptlib.checkpoint import load_checkpoint
+
+    common = ["train", "--preset", "nano", "--corpus", "course-en", "--steps", "60", "--eval-interval", "20",
+              "--no-progress"]
+    straight = run_cli(*common, "--out", "a", cwd=tmp_path)
+    first = run_cli(*common, "--out", "b", "--stop-at", "30", cwd=tmp_path)
+    second = run_cli(*common, "--out", "b", "--resume", cwd=tmp_path)
+    for done in (straight, first, second):
+        assert done.returncode == 0, done.stderr
+    assert "stopped at step 30" in first.stdout
+    a = load_checkpoint(tmp_path / "a" / "checkpoint.safetensors")
+    b = load_checkpoint(tmp_path / "b" / "checkpoint.safetensors")
+    assert a.step == b.step == 60
+    for name, tensor in a.model_state.items():
+        assert torch.equal(tensor, b.model_state[name]), name
+    losses = lambda run: [line for line in (tmp_path / run / "metrics.jsonl").read_text().splitlines()  # noqa: E731
+                          if "val_loss" in line]
+    assert losses("a") == losses("b")
