@@ -25,17 +25,17 @@ def sample_next(
     """Pick the next token id from the logits of the last position, shape (B, V) -> (B, 1)."""
     if temperature < 0:
         raise ValueError(f"temperature must be >= 0, got {temperature}")
+    if top_k is not None and top_k < 1:
+        raise ValueError(f"top_k must be >= 1, got {top_k}")
+    if top_p is not None and not 0.0 < top_p <= 1.0:
+        raise ValueError(f"top_p must be in (0, 1], got {top_p}")
     if temperature == 0:  # greedy: always the most likely token
         return logits.argmax(dim=-1, keepdim=True)
     logits = logits / temperature  # < 1 sharpens the distribution, > 1 flattens it
     if top_k is not None:
-        if top_k < 1:
-            raise ValueError(f"top_k must be >= 1, got {top_k}")
         kth_best = torch.topk(logits, min(top_k, logits.size(-1))).values[:, [-1]]  # (B, 1)
         logits = logits.masked_fill(logits < kth_best, float("-inf"))  # keep only the k best
     if top_p is not None:
-        if not 0.0 < top_p <= 1.0:
-            raise ValueError(f"top_p must be in (0, 1], got {top_p}")
         sorted_logits, order = torch.sort(logits, dim=-1, descending=True)  # (B, V)
         sorted_probs = F.softmax(sorted_logits, dim=-1)
         # drop a token when the tokens before it already cover top_p of the probability
