@@ -39,8 +39,14 @@ HF_BLOCK_TO_GPTLIB: list[tuple[str, str, bool]] = [
 # --8<-- [end:mapping]
 
 
+# --8<-- [start:ch08_config_from_hf]
 def config_from_hf(hf_config: Any) -> GPTConfig:
-    """A GPTConfig from a Hugging Face `GPT2Config`."""
+    """A GPTConfig from a Hugging Face `GPT2Config` (refusing settings gptlib's GPT does not have)."""
+    activation = getattr(hf_config, "activation_function", "gelu_new")
+    if activation not in ("gelu_new", "gelu_pytorch_tanh"):
+        raise ValueError(f"activation_function={activation!r}: gptlib's MLP uses the tanh GELU ('gelu_new')")
+    if getattr(hf_config, "layer_norm_epsilon", 1e-5) != 1e-5:
+        raise ValueError(f"layer_norm_epsilon={hf_config.layer_norm_epsilon}: gptlib's LayerNorms use 1e-5")
     return GPTConfig(
         vocab_size=hf_config.vocab_size,
         block_size=hf_config.n_positions,
@@ -50,6 +56,7 @@ def config_from_hf(hf_config: Any) -> GPTConfig:
         dropout=0.0,
         bias=True,
     )
+# --8<-- [end:ch08_config_from_hf]
 
 
 # --8<-- [start:convert]
@@ -63,6 +70,10 @@ def gpt_from_hf_state_dict(state_dict: Mapping[str, torch.Tensor], config: GPTCo
     missing = [hf for hf, _, _ in pairs if hf not in state_dict]
     if missing:
         raise KeyError(f"the Hugging Face state_dict lacks {len(missing)} key(s), first: {missing[:3]}")
+    head = state_dict.get("lm_head.weight")
+    if head is not None and not torch.equal(head, state_dict["transformer.wte.weight"]):
+        raise ValueError("lm_head.weight differs from transformer.wte.weight: gptlib ties them, so an untied "
+                         "head cannot be loaded without changing its output")
     with torch.no_grad():
         for hf, mine, transpose in pairs:
             weight = state_dict[hf].t() if transpose else state_dict[hf]
@@ -77,9 +88,11 @@ def gpt_from_hf_state_dict(state_dict: Mapping[str, torch.Tensor], config: GPTCo
 # --8<-- [end:convert]
 
 
+# --8<-- [start:ch08_load_hf_gpt2]
 def load_hf_gpt2(name_or_path: str = "gpt2") -> GPT:
     """GPT-2 from the Hugging Face hub or a local folder (needs `pip install transformers`)."""
     from transformers import GPT2LMHeadModel
 
     hf = GPT2LMHeadModel.from_pretrained(name_or_path)
     return gpt_from_hf_state_dict(hf.state_dict(), config_from_hf(hf.config)).eval()
+# --8<-- [end:ch08_load_hf_gpt2]

@@ -36,3 +36,14 @@ def test_missing_key_and_wrong_shape_are_named():
     wrong.vocab_size = 101
     with pytest.raises(ValueError, match=r"transformer\.wte\.weight -> tok_emb\.weight: \(100, 48\) vs \(101, 48\)"):
         gpt_from_hf_state_dict(hf.state_dict(), wrong)
+
+
+def test_untied_head_and_other_activations_are_refused():
+    hf, cfg = reference(tie_word_embeddings=False)
+    with torch.no_grad():
+        hf.lm_head.weight.normal_(0, 0.5)
+    with pytest.raises(ValueError, match="untied head"):
+        gpt_from_hf_state_dict(hf.state_dict(), config_from_hf(cfg))
+    _, relu_cfg = reference(activation_function="relu")
+    with pytest.raises(ValueError, match="activation_function='relu'"):
+        config_from_hf(relu_cfg)
