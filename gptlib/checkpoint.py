@@ -31,6 +31,7 @@ from gptlib.model import GPT, GPTConfig
 from gptlib.tokenizer import Tokenizer, tokenizer_from_dict
 # --8<-- [end:imports]
 
+# --8<-- [start:ch10_format]
 FORMAT = "gptlib-checkpoint"
 VERSION = 1
 
@@ -55,6 +56,7 @@ class Checkpoint:
         if missing or unexpected:
             raise CheckpointError(f"checkpoint does not match GPT(config): missing {missing}, unexpected {unexpected}")
         return model.to(device)
+# --8<-- [end:ch10_format]
 
 
 # --8<-- [start:rng]
@@ -77,6 +79,7 @@ def set_rng_state(state: dict[str, Any]) -> None:
 # --8<-- [end:rng]
 
 
+# --8<-- [start:ch10_json]
 def _rng_to_json(state: dict[str, Any]) -> dict[str, Any]:
     version, internal, gauss = state["python"]
     name, keys, pos, has_gauss, cached = state["numpy"]
@@ -123,6 +126,7 @@ def _join_optimizer_state(tensors: dict[str, torch.Tensor], data: dict[str, Any]
     groups = [{k: tuple(v) if isinstance(v, list) and k != "params" else v for k, v in g.items()}
               for g in data["param_groups"]]
     return {"state": dict(sorted(state.items())), "param_groups": groups}
+# --8<-- [end:ch10_json]
 
 
 # --8<-- [start:save]
@@ -200,18 +204,18 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}")
-    with open(path, "rb") as f:
-        magic = f.read(4)
-    if magic[:2] == b"PK" or magic[:1] == b"\x80":
-        raise CheckpointError(
-            f"{path} looks like a torch.save/pickle file. gptlib does not unpickle files: "
-            "unpickling can run arbitrary code. Convert it with code you trust."
-        )
-    try:
+    try:  # safe_open parses a JSON header and raw tensors: it never runs code from the file
         with safe_open(path, framework="pt", device="cpu") as f:
             metadata = f.metadata() or {}
             tensors = {name: f.get_tensor(name) for name in f.keys()}
     except (SafetensorError, OSError, ValueError) as e:
+        with open(path, "rb") as f:
+            magic = f.read(2)
+        if magic == b"PK" or magic[:1] == b"\x80":  # a torch.save zip or a raw pickle
+            raise CheckpointError(
+                f"{path} looks like a torch.save/pickle file. gptlib does not unpickle files: "
+                "unpickling can run arbitrary code. Convert it with code you trust."
+            ) from None
         raise CheckpointError(f"{path} is not a readable checkpoint (corrupt or truncated?): {e}") from None
     if metadata.get("format") != FORMAT:
         raise CheckpointError(f"{path} is a safetensors file but not a gptlib checkpoint (no '{FORMAT}' marker)")
@@ -243,9 +247,11 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
 # --8<-- [end:load]
 
 
+# --8<-- [start:ch10_load_model]
 def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[GPT, Tokenizer | None]:
     """The model (in eval mode) and tokenizer stored in a checkpoint."""
     ckpt = load_checkpoint(path)
     model = ckpt.build_model(device)
     model.eval()
     return model, ckpt.tokenizer
+# --8<-- [end:ch10_load_model]

@@ -27,6 +27,7 @@ CHECKPOINT_NAME = "checkpoint.safetensors"
 METRICS_NAME = "metrics.jsonl"
 
 
+# --8<-- [start:ch09_config]
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -70,10 +71,13 @@ class TrainConfig:
         if unknown:
             raise ValueError(f"unknown TrainConfig field(s) {unknown}; known fields are {sorted(known)}")
         return cls(**data)
+# --8<-- [end:ch09_config]
 
 
+# --8<-- [start:ch09_nonfinite]
 class NonFiniteLossError(RuntimeError):
     """The loss became NaN or infinite; training stopped before the weights were damaged further."""
+# --8<-- [end:ch09_nonfinite]
 
 
 # --8<-- [start:optimizer]
@@ -126,6 +130,7 @@ def estimate_loss(
 # --8<-- [end:estimate_loss]
 
 
+# --8<-- [start:ch09_result]
 @dataclass
 class TrainResult:
     steps: int
@@ -138,8 +143,10 @@ class TrainResult:
     @property
     def final(self) -> dict[str, Any]:
         return self.history[-1] if self.history else {}
+# --8<-- [end:ch09_result]
 
 
+# --8<-- [start:ch10_ctrl_c]
 class _StopOnCtrlC:
     """The first Ctrl-C asks the loop to stop after the current step (and save);
     a second one interrupts at once."""
@@ -162,6 +169,7 @@ class _StopOnCtrlC:
     def __exit__(self, *exc: Any) -> None:
         if self._previous is not None:
             signal.signal(signal.SIGINT, self._previous)
+# --8<-- [end:ch10_ctrl_c]
 
 
 # --8<-- [start:train_step]
@@ -195,6 +203,7 @@ def train_step(
 # --8<-- [end:train_step]
 
 
+# --8<-- [start:ch09_autocast]
 def autocast_for(device: torch.device, dtype: str) -> contextlib.AbstractContextManager:
     """Mixed precision for the forward pass, or nothing for float32."""
     if dtype == "float32":
@@ -202,6 +211,7 @@ def autocast_for(device: torch.device, dtype: str) -> contextlib.AbstractContext
     if dtype == "float16" and device.type != "cuda":
         raise ValueError("float16 training needs CUDA (use bfloat16 on the CPU)")
     return torch.autocast(device_type=device.type, dtype=DTYPES[dtype])
+# --8<-- [end:ch09_autocast]
 
 
 # --8<-- [start:train]
@@ -238,6 +248,7 @@ def train(
     step = 0
     evaluated_at = -1  # the step whose evaluation already ran (and moved the RNG)
     torch.manual_seed(config.seed)
+    # --8<-- [start:ch10_resume]
     if resume:
         if ckpt_path is None or not ckpt_path.exists():
             raise FileNotFoundError(f"resume=True but there is no checkpoint at {ckpt_path}")
@@ -253,6 +264,7 @@ def train(
             scaler.load_state_dict(ckpt.extra["scaler"])
         step = ckpt.step
         evaluated_at = ckpt.extra.get("evaluated_at", -1)
+    # --8<-- [end:ch10_resume]
     if out_dir:
         out_dir.mkdir(parents=True, exist_ok=True)
     metrics = open(out_dir / METRICS_NAME, "a" if resume else "w", encoding="utf-8") if out_dir else None
@@ -262,6 +274,7 @@ def train(
             metrics.write(json.dumps(record) + "\n")
             metrics.flush()
 
+    # --8<-- [start:ch10_checkpoint]
     def checkpoint() -> Path | None:
         if ckpt_path is None:
             return None
@@ -269,6 +282,7 @@ def train(
         if scaler.is_enabled():
             extra["scaler"] = scaler.state_dict()
         return save_checkpoint(ckpt_path, model, optimizer, step, tokenizer, extra=extra)
+    # --8<-- [end:ch10_checkpoint]
 
     result = TrainResult(steps=step, seconds=0.0)
     tokens_per_step = config.batch_size * config.grad_accum_steps * model.config.block_size
@@ -279,6 +293,7 @@ def train(
     try:
         with _StopOnCtrlC() as stop:
             while step < config.max_steps:
+                # --8<-- [start:ch10_eval]
                 if step % config.eval_interval == 0 and step != evaluated_at:
                     evaluated_at = step
                     losses = estimate_loss(
@@ -289,6 +304,7 @@ def train(
                     log(record)
                     if step > 0:
                         result.checkpoint = checkpoint()
+                # --8<-- [end:ch10_eval]
                 lr = lr_at(step, config)
                 for group in optimizer.param_groups:
                     group["lr"] = lr
@@ -311,12 +327,14 @@ def train(
                     bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{tok_per_s:,.0f}")
                     log({"step": step, "loss": loss, "lr": lr, "grad_norm": grad_norm,
                          "tokens_per_sec": tok_per_s})
+                # --8<-- [start:ch10_stop]
                 if stop.requested:
                     result.interrupted = True
                     break
                 if step == stop_at_step:
                     result.stopped_early = True
                     break
+                # --8<-- [end:ch10_stop]
         if not (result.interrupted or result.stopped_early) and step != evaluated_at:
             evaluated_at = step
             losses = estimate_loss(
@@ -336,10 +354,12 @@ def train(
 # --8<-- [end:train]
 
 
+# --8<-- [start:ch09_read_metrics]
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:
     """The records of a metrics.jsonl file, for plotting."""
     with open(path, encoding="utf-8") as f:
         return [json.loads(line) for line in f if line.strip()]
+# --8<-- [end:ch09_read_metrics]
 
 
 # Training settings that go with each model preset (gptlib.model.PRESETS).

@@ -1,0 +1,210 @@
+"""Chapter 10 (Saving & resuming): the snippet's code, and the claims of the page that
+tests/test_checkpoint.py, tests/test_train.py and tests/test_cli.py do not check:
+a resume from a periodic checkpoint (written right after an evaluation) is bit-exact
+because the evaluation is not repeated, forgetting the RNG state or `evaluated_at`
+breaks exactness, and a second Ctrl-C aborts without saving."""
+
+import errno
+import os
+import pickle
+import signal
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "snippets"))
+
+from ch10_checkpoints import Payload, load_weights, predicted_size, save_rotating  # noqa: E402
+
+from gptlib import checkpoint as ckpt_mod  # noqa: E402
+from gptlib import train as train_fn  # noqa: E402
+from gptlib.checkpoint import CheckpointError, load_checkpoint, load_model, save_checkpoint  # noqa: E402
+from gptlib.model import GPT, GPTConfig  # noqa: E402
+from gptlib.tokenizer import CharTokenizer  # noqa: E402
+from gptlib.train import CHECKPOINT_NAME, METRICS_NAME, TrainConfig, configure_optimizer, read_metrics  # noqa: E402
+from gptlib.utils import seed_everything  # noqa: E402
+
+train_module = sys.modules["gptlib.train"]  # `gptlib.train` is also the name of the function
+CFG = GPTConfig(vocab_size=16, block_size=16, n_layer=2, n_head=2, n_embd=32)
+
+
+def pattern_data(n: int = 4000) -> torch.Tensor:
+    g = torch.Generator().manual_seed(0)
+    base = torch.randint(0, 16, (37,), generator=g)
+    return base.repeat(n // 37 + 1)[:n]
+
+
+def quick_config(**kw) -> TrainConfig:
+    settings = dict(max_steps=60, batch_size=8, learning_rate=3e-3, min_lr=3e-4, warmup_steps=5,
+                    eval_interval=20, eval_batches=4, log_interval=5, device="cpu", progress=False)
+    settings.update(kw)
+    return TrainConfig(**settings)
+
+
+def trained(steps: int = 2):
+    seed_everything(0)  # all RNGs: the checkpoint (whose metadata holds their states) is the same every run
+    model = GPT(CFG)
+    opt = configure_optimizer(model, TrainConfig())
+    for _ in range(steps):
+        x = torch.randint(0, 16, (4, 16))
+        _, loss = model(x, x)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return model, opt
+
+
+def test_payload_runs_code_when_unpickled_and_nowhere_else(tmp_path, capsys):
+    marker = tmp_path / "marker"
+    pickle.loads(pickle.dumps({"w": [1.0], "x": Payload(marker)}))
+    assert marker.exists() and "printed by code inside the file" in capsys.readouterr().out
+    marker.unlink()
+    torch.save({"x": Payload(marker)}, tmp_path / "evil.pt")
+    with pytest.raises(pickle.UnpicklingError, match="exec"):
+        torch.load(tmp_path / "evil.pt")  # weights_only=True is the default (PyTorch >= 2.6)
+    with pytest.raises(CheckpointError, match="pickle"):
+        load_checkpoint(tmp_path / "evil.pt")
+    assert not marker.exists()
+
+
+def test_save_rotating_keeps_the_newest_and_deletes_only_after_saving(tmp_path, monkeypatch):
+    model, opt = trained()
+    for step in [5, 50, 95, 100, 105]:  # 100 and 105 sort after 95 only if the step is zero-padded
+        newest = save_rotating(tmp_path, model, opt, step, keep=3)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "ckpt-0000095.safetensors", "ckpt-0000100.safetensors", "ckpt-0000105.safetensors"]
+    assert load_checkpoint(newest).step == 105
+
+    def disk_full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(ckpt_mod.os, "fsync", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        save_rotating(tmp_path, model, opt, 110, keep=3)
+    monkeypatch.undo()
+    assert len(list(tmp_path.iterdir())) == 3  # a failed save deletes nothing
+
+
+def test_predicted_size_is_the_tensor_bytes_of_the_file(tmp_path):
+    model, opt = trained()
+    n = sum(p.numel() for p in model.parameters())
+    assert predicted_size(model, with_optimizer=False) == 4 * n
+    n_tensors = len(list(model.parameters()))
+    assert predicted_size(model) == 12 * n + 4 * n_tensors
+    for optimizer, with_optimizer in [(opt, True), (None, False)]:
+        path = save_checkpoint(tmp_path / f"{with_optimizer}.safetensors", model, optimizer)
+        rest = path.stat().st_size - predicted_size(model, with_optimizer)
+        assert 5056 < rest < 5056 + 40_000  # the torch RNG state and the JSON header
+
+
+def test_load_weights_equals_load_model(tmp_path):
+    model, opt = trained()
+    tok = CharTokenizer.train("abcdefghijklmnop")
+    path = save_checkpoint(tmp_path / "c.safetensors", model, opt, step=2, tokenizer=tok)
+    light = load_weights(path)
+    full, _ = load_model(path)
+    x = torch.randint(0, 16, (2, 16))
+    assert not light.training and light.lm_head.weight is light.tok_emb.weight
+    assert torch.equal(light(x)[0], full(x)[0])
+
+
+class CrashAfter(GPT):
+    """Training forward passes fail after `after` of them: a process that dies mid-run."""
+
+    def __init__(self, config, after):
+        super().__init__(config)
+        self.calls, self.after = 0, after
+
+    def forward(self, idx, targets=None):
+        if self.training:
+            self.calls += 1
+            if self.calls > self.after:
+                raise RuntimeError("simulated crash")
+        return super().forward(idx, targets)
+
+
+def evals(path: Path) -> list[dict]:
+    return [r for r in read_metrics(path / METRICS_NAME) if "val_loss" in r]
+
+
+def crash_and_resume(run_dir: Path) -> GPT:
+    data = pattern_data()
+    seed_everything(0)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train_fn(CrashAfter(CFG, after=45), data[:3600], data[3600:], quick_config(), out_dir=run_dir)
+    saved = load_checkpoint(run_dir / CHECKPOINT_NAME)
+    assert saved.step == 40 and saved.extra["evaluated_at"] == 40  # written right after the step-40 evaluation
+    torch.manual_seed(99)  # a new process: other RNG states
+    model = GPT(CFG)
+    train_fn(model, data[:3600], data[3600:], quick_config(), out_dir=run_dir, resume=True)
+    return model
+
+
+def straight_run(run_dir: Path) -> GPT:
+    data = pattern_data()
+    seed_everything(0)
+    model = GPT(CFG)
+    train_fn(model, data[:3600], data[3600:], quick_config(), out_dir=run_dir)
+    return model
+
+
+def same_weights(a: GPT, b: GPT) -> bool:
+    return all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+
+
+def test_resume_after_a_crash_is_bit_exact_and_does_not_repeat_the_evaluation(tmp_path):
+    straight = straight_run(tmp_path / "a")
+    resumed = crash_and_resume(tmp_path / "b")
+    assert same_weights(straight, resumed)
+    assert [r["step"] for r in evals(tmp_path / "b")] == [0, 20, 40, 60]  # step 40 evaluated once
+    assert evals(tmp_path / "a") == evals(tmp_path / "b")
+
+
+def test_forgetting_evaluated_at_or_the_rng_state_breaks_exactness(tmp_path, monkeypatch):
+    straight = straight_run(tmp_path / "a")
+
+    def without_evaluated_at(path):
+        ckpt = load_checkpoint(path)
+        ckpt.extra.pop("evaluated_at", None)
+        return ckpt
+
+    monkeypatch.setattr(train_module, "load_checkpoint", without_evaluated_at)
+    assert not same_weights(straight, crash_and_resume(tmp_path / "b"))
+    assert [r["step"] for r in evals(tmp_path / "b")] == [0, 20, 40, 40, 60]
+    monkeypatch.undo()
+
+    monkeypatch.setattr(train_module, "set_rng_state", lambda state: None)
+    assert not same_weights(straight, crash_and_resume(tmp_path / "c"))
+
+
+class DoubleCtrlC(GPT):
+    """The user presses Ctrl-C twice during the third training step."""
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.calls = 0
+
+    def forward(self, idx, targets=None):
+        if self.training:
+            self.calls += 1
+            if self.calls == 3:
+                signal.raise_signal(signal.SIGINT)
+                time.sleep(0.05)  # the first press is handled: stop after this step
+                signal.raise_signal(signal.SIGINT)
+                time.sleep(0.05)  # the second press interrupts here, in the middle of the step
+        return super().forward(idx, targets)
+
+
+@pytest.mark.skipif(os.name != "posix", reason="sends SIGINT to this process")
+def test_second_ctrl_c_aborts_at_once_without_saving(tmp_path, capsys):
+    data = pattern_data()
+    with pytest.raises(KeyboardInterrupt):
+        train_fn(DoubleCtrlC(CFG), data[:3600], data[3600:], quick_config(max_steps=1000, eval_interval=10**6),
+                 out_dir=tmp_path)
+    assert "Ctrl-C: stopping after this step" in capsys.readouterr().out  # the first press was handled
+    assert not (tmp_path / CHECKPOINT_NAME).exists()  # nothing saved: no periodic checkpoint was due
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is put back
