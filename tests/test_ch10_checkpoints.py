@@ -29,20 +29,7 @@ from gptlib.train import CHECKPOINT_NAME, METRICS_NAME, TrainConfig, configure_o
 from gptlib.utils import seed_everything  # noqa: E402
 
 train_module = sys.modules["gptlib.train"]  # `gptlib.train` is also the name of the function
-CFG = GPTConfig(vocab_size=16, block_size=16, n_layer=2, n_head=2, n_embd=32)
-
-
-def pattern_data(n: int = 4000) -> torch.Tensor:
-    g = torch.Generator().manual_seed(0)
-    base = torch.randint(0, 16, (37,), generator=g)
-    return base.repeat(n // 37 + 1)[:n]
-
-
-def quick_config(**kw) -> TrainConfig:
-    settings = dict(max_steps=60, batch_size=8, learning_rate=3e-3, min_lr=3e-4, warmup_steps=5,
-                    eval_interval=20, eval_batches=4, log_interval=5, device="cpu", progress=False)
-    settings.update(kw)
-    return TrainConfig(**settings)
+from test_train import CFG, pattern_data, quick_config  # noqa: E402  the same small setup as the training tests
 
 
 def trained(steps: int = 2):
