@@ -23,7 +23,7 @@ from ch10_checkpoints import Payload, load_weights, predicted_size, save_rotatin
 from gptlib import checkpoint as ckpt_mod  # noqa: E402
 from gptlib import train as train_fn  # noqa: E402
 from gptlib.checkpoint import CheckpointError, load_checkpoint, load_model, save_checkpoint  # noqa: E402
-from gptlib.model import GPT, GPTConfig  # noqa: E402
+from gptlib.model import GPT  # noqa: E402
 from gptlib.tokenizer import CharTokenizer  # noqa: E402
 from gptlib.train import CHECKPOINT_NAME, METRICS_NAME, TrainConfig, configure_optimizer, read_metrics  # noqa: E402
 from gptlib.utils import seed_everything  # noqa: E402
