@@ -1,20 +1,30 @@
-"""Command-line interface: `gptlib train ...`, `gptlib sample ...` (or `python -m gptlib ...`)."""
+"""Command-line interface: `gptlib train | prepare | sample | finetune` (or `python -m gptlib ...`)."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
-from gptlib.checkpoint import CheckpointError, load_checkpoint, load_model
+import torch.nn as nn
+from safetensors.torch import save as safetensors_bytes
+
+from gptlib.checkpoint import CheckpointError, atomic_write_bytes, load_checkpoint, load_model, save_checkpoint
 from gptlib.data import encode_corpus, load_corpus, load_token_files, prepare_token_files, train_val_split
+from gptlib.finetune import (LABELS, GPTClassifier, apply_lora, count_parameters, course_lines, encodable,
+                             encode_instruction, encode_labelled, evaluate_classifier, finetune, freeze_layers,
+                             glossary_instructions, merge_lora, pad_examples, random_batches, respond, save_adapter,
+                             split_examples)
 from gptlib.generate import stream
-from gptlib.model import PRESETS, preset_config
+from gptlib.model import GPT, PRESETS, preset_config
 from gptlib.tokenizer import BPETokenizer, CharTokenizer, Tokenizer, UnknownCharacterError
-from gptlib.train import CHECKPOINT_NAME, TRAIN_PRESETS, NonFiniteLossError, TrainConfig, train
+from gptlib.train import CHECKPOINT_NAME, TRAIN_PRESETS, NonFiniteLossError, TrainConfig, estimate_loss, train
 from gptlib.utils import seed_everything
 
 RUNS_DIR = Path("runs")
+ADAPTER_NAME = "adapter.safetensors"
+HEAD_NAME = "classifier_head.safetensors"
 
 
 class HelpFormatter(argparse.HelpFormatter):
@@ -88,6 +98,32 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--stop", help="stop before this text appears")
     s.add_argument("--seed", type=int, help="fix the seed for reproducible samples")
     s.add_argument("--device", help="cpu, cuda, cuda:1 or mps (default: the best available)")
+    s.add_argument("--instruction", help="ask an instruction-tuned model (gptlib finetune --task instruct): "
+                   "wraps the text in its prompt format, answers greedily and stops at the end of the answer")
+
+    f = commands.add_parser(
+        "finetune",
+        help="fine-tune a trained checkpoint",
+        description="Fine-tune a checkpoint: 'continue' pretraining on another corpus, 'classify' the lines of "
+        "this course (English, Chinese or code) with a new head, or 'instruct' it with the course glossary "
+        "(questions and answers, loss on the answers only). Prints before/after numbers; never changes --from.",
+        formatter_class=HelpFormatter,
+    )
+    f.add_argument("--from", dest="source", type=Path, required=True, help="the checkpoint file or run folder to start from")
+    f.add_argument("--task", choices=["continue", "classify", "instruct"], required=True, help="what to fine-tune for")
+    f.add_argument("--corpus", default="course-en", help="the new corpus (with --task continue)")
+    f.add_argument("--old-corpus", help="also report the loss on this corpus, to measure forgetting (--task continue)")
+    f.add_argument("--lora-rank", type=int, help="train a LoRA adapter of this rank on the attention projections "
+                   "instead of all weights")
+    f.add_argument("--lora-alpha", type=float, help="LoRA scaling numerator (default: 2 x rank)")
+    f.add_argument("--trainable-blocks", type=int, help="freeze the embeddings and all but the last N blocks")
+    f.add_argument("--out", type=Path, help="output folder (default: runs/finetune-TASK)")
+    f.add_argument("--steps", type=int, help="training steps (default: 200 for continue, 300 otherwise)")
+    f.add_argument("--batch-size", type=int, default=16, help="examples (or windows) per step")
+    f.add_argument("--lr", type=float, help="peak learning rate (default: 1e-3 for continue, 3e-3 otherwise)")
+    f.add_argument("--device", help="cpu, cuda, cuda:1 or mps (default: the best available)")
+    f.add_argument("--seed", type=int, default=1337, help="random seed")
+    f.add_argument("--no-progress", action="store_true", help="no progress bar (for logs)")
     return parser
 
 
@@ -133,8 +169,6 @@ def cmd_train(args: argparse.Namespace) -> int:
     if "learning_rate" in settings and settings["min_lr"] > settings["learning_rate"]:
         settings["min_lr"] = settings["learning_rate"] / 10
     config = TrainConfig(**settings)
-    from .model import GPT  # after argument checks: building gpt2 takes a moment
-
     model = GPT(model_config)
     print(f"{source} {len(train_data) + len(val_data):,} tokens ({tokenizer.kind} tokenizer, "
           f"vocab {tokenizer.vocab_size})")
@@ -170,6 +204,9 @@ def cmd_sample(args: argparse.Namespace) -> int:
     if tokenizer is None:
         raise ValueError(f"{path} holds no tokenizer, so its output cannot be turned into text")
     print(f"# sampling from {path}", file=sys.stderr)
+    if args.instruction is not None:
+        print(respond(model, tokenizer, args.instruction, args.max_new_tokens))
+        return 0
     sys.stdout.write(args.prompt)
     pieces = stream(model, tokenizer, args.prompt, args.max_new_tokens, args.temperature, args.top_k, args.top_p,
                     args.seed, args.stop)
@@ -180,10 +217,122 @@ def cmd_sample(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_finetune(args: argparse.Namespace) -> int:
+    if args.lora_rank is not None and args.trainable_blocks is not None:
+        raise ValueError("choose --lora-rank or --trainable-blocks, not both")
+    source = find_checkpoint(args.source)
+    ckpt = load_checkpoint(source)
+    if ckpt.tokenizer is None:
+        raise ValueError(f"{source} holds no tokenizer: fine-tuning needs the ids the model was trained with")
+    tokenizer, model = ckpt.tokenizer, ckpt.build_model()
+    out_dir = args.out or RUNS_DIR / f"finetune-{args.task}"
+    steps = args.steps or (200 if args.task == "continue" else 300)
+    lr = args.lr or (1e-3 if args.task == "continue" else 3e-3)
+    config = TrainConfig(max_steps=steps, batch_size=args.batch_size, learning_rate=lr, min_lr=lr / 10,
+                         warmup_steps=min(20, steps // 10), eval_interval=steps, seed=args.seed,
+                         device=args.device, progress=not args.no_progress)
+    seed_everything(args.seed)
+    print(f"fine-tuning {source} (step {ckpt.step}, {model.num_params():,} parameters) for '{args.task}', "
+          f"{steps} steps at lr {lr:g} -> {out_dir}")
+    run = {"continue": finetune_continue, "classify": finetune_classify, "instruct": finetune_instruct}[args.task]
+    extra = run(args, model, tokenizer, config, out_dir)
+    model = merge_lora(model)  # a plain GPT again: `gptlib sample` and load_model read it
+    path = save_checkpoint(out_dir / CHECKPOINT_NAME, model, step=steps, tokenizer=tokenizer,
+                           extra={"finetuned_from": str(source), "task": args.task, **extra})
+    print(f"checkpoint: {path}")
+    return 0
+
+
+def prepare_trainable(args: argparse.Namespace, model: nn.Module, gpt: GPT) -> None:
+    """Freeze blocks or add LoRA to `gpt` as the flags ask, and say how much is left to train."""
+    if args.lora_rank is not None:
+        apply_lora(gpt, args.lora_rank, args.lora_alpha)
+    elif args.trainable_blocks is not None:
+        freeze_layers(gpt, args.trainable_blocks)
+    trainable, total = count_parameters(model)
+    print(f"training {trainable:,} of {total:,} parameters ({trainable / total:.1%})")
+
+
+def save_adapter_if_lora(args: argparse.Namespace, gpt: GPT, out_dir: Path) -> None:
+    if args.lora_rank is not None:
+        print(f"adapter: {save_adapter(out_dir / ADAPTER_NAME, gpt)}")
+
+
+def finetune_continue(
+    args: argparse.Namespace, model: GPT, tokenizer: Tokenizer, config: TrainConfig, out_dir: Path
+) -> dict:
+    train_data, val_data = train_val_split(encode_corpus(load_corpus(args.corpus), tokenizer), 0.1)
+    named = {args.corpus: val_data}
+    if args.old_corpus:
+        named[args.old_corpus] = train_val_split(encode_corpus(load_corpus(args.old_corpus), tokenizer), 0.1)[1]
+    before = estimate_loss(model, named, config.batch_size, config.eval_batches)
+    prepare_trainable(args, model, model)
+    result = train(model, train_data, val_data, config)
+    if result.interrupted:
+        raise KeyboardInterrupt
+    after = estimate_loss(model, named, config.batch_size, config.eval_batches, next(model.parameters()).device)
+    for name in named:
+        print(f"val loss on {name}: {before[name]:.3f} -> {after[name]:.3f}")
+    save_adapter_if_lora(args, model, out_dir)
+    return {"val_loss_before": before, "val_loss_after": after}
+
+
+def finetune_classify(
+    args: argparse.Namespace, model: GPT, tokenizer: Tokenizer, config: TrainConfig, out_dir: Path
+) -> dict:
+    examples = encodable(course_lines(max_chars=model.config.block_size), tokenizer)
+    train_set, _, test_set = split_examples(examples, seed=args.seed)
+    block = model.config.block_size
+    x_test, y_test = encode_labelled(test_set, tokenizer, block)
+    _, y_train = encode_labelled(train_set, tokenizer, block)
+    classifier = GPTClassifier(model, len(LABELS))
+    before = evaluate_classifier(classifier, x_test, y_test, y_train)
+    prepare_trainable(args, classifier, model)
+    classifier.head.requires_grad_(True)
+    finetune(classifier, random_batches(train_set, config.batch_size, lambda b: encode_labelled(b, tokenizer, block),
+                                        args.seed), config)
+    after = evaluate_classifier(classifier, x_test, y_test, y_train)
+    print(f"{len(examples):,} labelled lines {LABELS}: {len(train_set):,} train, {len(test_set):,} test")
+    print(f"test accuracy: {before.accuracy:.1%} -> {after.accuracy:.1%} "
+          f"(always guessing the most common class: {after.majority_baseline:.1%})")
+    print("confusion (rows: true, columns: predicted):", after.confusion.tolist())
+    save_adapter_if_lora(args, model, out_dir)
+    head = {name: t.detach().cpu().contiguous() for name, t in classifier.head.state_dict().items()}
+    atomic_write_bytes(out_dir / HEAD_NAME, safetensors_bytes(head, metadata={"labels": json.dumps(LABELS)}))
+    print(f"classifier head: {out_dir / HEAD_NAME}")
+    return {"labels": list(LABELS), "accuracy_before": before.accuracy, "accuracy_after": after.accuracy}
+
+
+def finetune_instruct(
+    args: argparse.Namespace, model: GPT, tokenizer: Tokenizer, config: TrainConfig, out_dir: Path
+) -> dict:
+    pairs = glossary_instructions()
+    usable = encodable(pairs, tokenizer)
+    if len(usable) < len(pairs):
+        print(f"skipping {len(pairs) - len(usable)} of {len(pairs)} questions: the tokenizer cannot encode them")
+    train_set, _, test_set = split_examples(usable, (0.85, 0.0), seed=args.seed)
+    encoded = [encode_instruction(tokenizer, q, a, model.config.block_size) for q, a in train_set]
+
+    def exact(questions: list[tuple[str, str]]) -> float:
+        """The share of questions answered exactly (greedy decoding)."""
+        return sum(respond(model, tokenizer, q) == a for q, a in questions) / len(questions)
+
+    before = exact(train_set), exact(test_set)
+    prepare_trainable(args, model, model)
+    finetune(model, random_batches(encoded, config.batch_size, pad_examples, args.seed), config)
+    after = exact(train_set), exact(test_set)
+    print(f"exact answers, trained questions: {before[0]:.0%} -> {after[0]:.0%}; "
+          f"held-out questions: {before[1]:.0%} -> {after[1]:.0%}")
+    for q, a in train_set[:2] + test_set[:2]:
+        print(f"  {q} -> {respond(model, tokenizer, q)!r} (expected {a!r})")
+    save_adapter_if_lora(args, model, out_dir)
+    return {"exact_before": before, "exact_after": after}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        commands = {"train": cmd_train, "prepare": cmd_prepare, "sample": cmd_sample}
+        commands = {"train": cmd_train, "prepare": cmd_prepare, "sample": cmd_sample, "finetune": cmd_finetune}
         return commands[args.command](args)
     except (ValueError, FileNotFoundError, CheckpointError, UnknownCharacterError, NonFiniteLossError, OSError) as e:
         print(f"gptlib {args.command}: error: {e}", file=sys.stderr)

@@ -167,12 +167,28 @@ def encode_corpus(text: str, tokenizer: Tokenizer) -> torch.Tensor:
     return torch.tensor(tokenizer.encode(text), dtype=torch.long)
 
 
-def train_val_split(data: torch.Tensor, val_fraction: float = 0.1) -> tuple[torch.Tensor, torch.Tensor]:
-    """The first (1 - val_fraction) of the tokens for training, the rest for validation."""
+def train_val_split(
+    data: torch.Tensor, val_fraction: float = 0.1, chunk_size: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first (1 - val_fraction) of the tokens for training, the rest for validation.
+
+    With `chunk_size`, the tokens are cut into chunks of that size instead and every
+    (1 / val_fraction)-th chunk is kept for validation, so that both sets sample the whole
+    text: a corpus whose end differs from the rest (a course that grows page by page)
+    still gets a validation set like its training set.
+    """
     if not 0.0 < val_fraction < 1.0:
         raise ValueError(f"val_fraction must be between 0 and 1, got {val_fraction}")
-    n = int(len(data) * (1.0 - val_fraction))
-    return data[:n], data[n:]
+    if chunk_size is None:
+        n = int(len(data) * (1.0 - val_fraction))
+        return data[:n], data[n:]
+    every = round(1.0 / val_fraction)
+    chunks = data.split(chunk_size)
+    is_val = [i % every == every - 1 for i in range(len(chunks))]
+    if not any(is_val):
+        raise ValueError(f"{len(data)} tokens make fewer than {every} chunks of {chunk_size}: use a smaller chunk_size")
+    train = torch.cat([c for c, v in zip(chunks, is_val) if not v])
+    return train, torch.cat([c for c, v in zip(chunks, is_val) if v])
 
 
 def get_batch(

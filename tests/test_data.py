@@ -137,3 +137,13 @@ def test_token_files_round_trip_and_memmap_batches(tmp_path):
     assert torch.equal(x1, x2) and torch.equal(y1, y2) and x1.dtype == torch.long
     with pytest.raises(FileNotFoundError, match="gptlib prepare"):
         load_token_files(tmp_path / "nothing-here")
+
+
+def test_chunked_split_takes_every_kth_chunk_for_validation():
+    data = torch.arange(1000)
+    train, val = train_val_split(data, 0.1, chunk_size=30)  # 34 chunks: 3 of them (the 10th, 20th, 30th) validate
+    assert val.tolist() == list(range(270, 300)) + list(range(570, 600)) + list(range(870, 900))
+    assert len(train) + len(val) == 1000 and not set(train.tolist()) & set(val.tolist())
+    assert torch.equal(torch.sort(torch.cat([train, val])).values, data)
+    with pytest.raises(ValueError, match="fewer than 10 chunks"):
+        train_val_split(data, 0.1, chunk_size=200)

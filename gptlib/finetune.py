@@ -1,0 +1,426 @@
+"""Fine-tuning a pretrained GPT: freezing, a classification head, instruction data with
+masked prompts, LoRA adapters, and the loop that trains on batches of examples.
+
+Continued pretraining needs nothing new: it is `gptlib.train.train` on another corpus,
+starting from trained weights, with a smaller learning rate.
+
+Chapter 12 builds this file.
+"""
+
+
+# --8<-- [start:imports]
+import hashlib
+import json
+import math
+import random
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save as safetensors_bytes
+from tqdm.auto import tqdm
+
+from gptlib.checkpoint import CheckpointError, atomic_write_bytes
+from gptlib.data import REPO_DIR, course_pages
+from gptlib.generate import generate
+from gptlib.model import GPT
+from gptlib.tokenizer import Tokenizer, UnknownCharacterError
+from gptlib.train import TrainConfig, autocast_for, configure_optimizer, lr_at, train_step
+from gptlib.utils import get_device
+# --8<-- [end:imports]
+
+
+# --8<-- [start:count]
+def count_parameters(model: nn.Module) -> tuple[int, int]:
+    """(trainable, total) parameter counts; a tied weight counts once."""
+    params = list(model.parameters())
+    return sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params)
+# --8<-- [end:count]
+
+
+# --8<-- [start:freeze]
+def freeze_layers(model: GPT, trainable_blocks: int) -> None:
+    """Freeze the embeddings and all but the last `trainable_blocks` blocks.
+
+    The last blocks and the final LayerNorm keep training. The output head is the
+    token embedding (weight tying, chapter 08), so it is frozen with it.
+    """
+    if not 0 <= trainable_blocks <= len(model.blocks):
+        raise ValueError(f"trainable_blocks must be between 0 and n_layer={len(model.blocks)}, got {trainable_blocks}")
+    model.requires_grad_(False)
+    for block in model.blocks[len(model.blocks) - trainable_blocks :]:
+        block.requires_grad_(True)
+    model.ln_f.requires_grad_(True)
+# --8<-- [end:freeze]
+
+
+# --8<-- [start:finetune_loop]
+def finetune(
+    model: nn.Module, next_batch: Callable[[], tuple[torch.Tensor, torch.Tensor]], config: TrainConfig
+) -> list[float]:
+    """Train `model` on batches from `next_batch()` and return the loss of every step.
+
+    The step is chapter 09's `train_step` (AdamW, warmup + cosine, clipping, mixed
+    precision); only the batches differ: examples instead of random windows of a
+    corpus. Frozen parameters (requires_grad=False) are left out of the optimizer.
+    """
+    device = get_device(config.device)
+    model.to(device)
+    if not any(p.requires_grad for p in model.parameters()):
+        raise ValueError("every parameter is frozen: there is nothing to fine-tune")
+    optimizer = configure_optimizer(model, config)
+    autocast = autocast_for(device, config.dtype)
+    scaler = torch.amp.GradScaler(device.type, enabled=config.dtype == "float16")
+    torch.manual_seed(config.seed)
+    losses = []
+    model.train()
+    for step in tqdm(range(config.max_steps), disable=not config.progress, desc="finetune", unit="step"):
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(step, config)
+        batches = [tuple(t.to(device) for t in next_batch()) for _ in range(config.grad_accum_steps)]
+        loss, _ = train_step(model, optimizer, batches, config.grad_clip, autocast, scaler)
+        losses.append(loss)
+    model.eval()
+    return losses
+# --8<-- [end:finetune_loop]
+
+
+# --8<-- [start:classifier]
+PAD = -1  # pads classification inputs; no real token has this id
+
+
+def hidden_states(gpt: GPT, idx: torch.Tensor) -> torch.Tensor:
+    """What GPT.forward computes before lm_head: ids (B, T) -> vectors (B, T, C)."""
+    pos = torch.arange(idx.size(1), device=idx.device)  # (T,)
+    x = gpt.drop(gpt.tok_emb(idx) + gpt.pos_emb(pos))  # (B, T, C)
+    for block in gpt.blocks:
+        x = block(x)
+    return gpt.ln_f(x)  # (B, T, C)
+
+
+class GPTClassifier(nn.Module):
+    """A GPT body with a linear head on the hidden state of each sequence's last token.
+
+    Causal attention lets only the last token see the whole text, so its vector is
+    the one that can summarize it. Inputs are padded on the right with PAD; padding
+    comes after the last real token, which therefore never attends to it.
+    """
+
+    def __init__(self, gpt: GPT, n_classes: int):
+        super().__init__()
+        self.gpt = gpt
+        self.head = nn.Linear(gpt.config.n_embd, n_classes)
+        nn.init.normal_(self.head.weight, std=0.02)
+        nn.init.zeros_(self.head.bias)
+
+    def forward(
+        self, idx: torch.Tensor, labels: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        lengths = (idx != PAD).sum(dim=1)  # (B,) real tokens per sequence
+        h = hidden_states(self.gpt, idx.clamp(min=0))  # (B, T, C); PAD becomes a harmless id 0
+        last = h[torch.arange(idx.size(0), device=idx.device), lengths - 1]  # (B, C)
+        logits = self.head(last)  # (B, n_classes)
+        loss = F.cross_entropy(logits, labels) if labels is not None else None
+        return logits, loss
+# --8<-- [end:classifier]
+
+
+# --8<-- [start:classification_data]
+LABELS = ("english", "chinese", "code")  # what a line of this course is
+
+
+def course_lines(min_chars: int = 20, max_chars: int = 64) -> list[tuple[str, int]]:
+    """Labelled lines this project owns: prose of the English pages, prose of the Chinese
+    pages, and Python from gptlib/ and snippets/. Each line is stripped of its
+    indentation and cut to `max_chars` characters; lines shorter than `min_chars` are dropped."""
+    examples: set[tuple[str, int]] = set()
+    skip = re.compile(r"^(#|\||!\[|<|```|\?\?\?|[-*] \[|[-=]{3})")  # headings, tables, figures, HTML, fences
+
+    def add(line: str, label: int) -> None:
+        line = line.strip()
+        if len(line) >= min_chars and "--8<--" not in line:
+            examples.add((line[:max_chars], label))
+
+    for page in course_pages():
+        zh = page.name.endswith(".zh.md")
+        in_code = False
+        for line in page.read_text(encoding="utf-8").splitlines():
+            if line.lstrip().startswith("```"):
+                in_code = not in_code
+            if in_code or skip.match(line.lstrip()):
+                continue
+            if zh == bool(re.search(r"[\u4e00-\u9fff]", line)):  # Chinese pages: lines with Chinese in them
+                add(line, LABELS.index("chinese") if zh else LABELS.index("english"))
+    for source in sorted([*(REPO_DIR / "gptlib").glob("*.py"), *(REPO_DIR / "snippets").glob("*.py")]):
+        for line in source.read_text(encoding="utf-8").splitlines():
+            add(line, LABELS.index("code"))
+    return sorted(examples)
+
+
+def split_examples(examples: Sequence, fractions: tuple[float, float] = (0.7, 0.15), seed: int = 0) -> tuple[list, list, list]:
+    """Shuffle once (seeded) and cut into train, validation and test lists."""
+    shuffled = list(examples)
+    random.Random(seed).shuffle(shuffled)
+    n_train, n_val = int(len(shuffled) * fractions[0]), int(len(shuffled) * fractions[1])
+    return shuffled[:n_train], shuffled[n_train : n_train + n_val], shuffled[n_train + n_val :]
+
+
+def encode_labelled(
+    examples: Sequence[tuple[str, int]], tokenizer: Tokenizer, block_size: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Texts -> ids padded with PAD (N, T), labels (N,). Texts longer than block_size keep their end."""
+    ids = [tokenizer.encode(text)[-block_size:] for text, _ in examples]
+    x = torch.full((len(ids), max(map(len, ids))), PAD, dtype=torch.long)
+    for i, row in enumerate(ids):
+        x[i, : len(row)] = torch.tensor(row)
+    return x, torch.tensor([label for _, label in examples])
+
+
+@torch.no_grad()
+def predict(model: GPTClassifier, x: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+    """The predicted class of every row of x, in batches."""
+    model.eval()
+    device = next(model.parameters()).device
+    return torch.cat([model(x[i : i + batch_size].to(device))[0].argmax(dim=-1).cpu()
+                      for i in range(0, len(x), batch_size)])
+
+
+def confusion_matrix(labels: torch.Tensor, predictions: torch.Tensor, n_classes: int) -> torch.Tensor:
+    """counts[i, j]: how many examples of class i were predicted as class j."""
+    counts = torch.zeros(n_classes, n_classes, dtype=torch.long)
+    counts.index_put_((labels, predictions), torch.ones_like(labels), accumulate=True)
+    return counts
+
+
+@dataclass
+class ClassificationReport:
+    """Accuracies on held-out data, and the baseline a classifier has to beat."""
+
+    accuracy: float
+    majority_baseline: float
+    confusion: torch.Tensor
+
+
+def evaluate_classifier(model: GPTClassifier, x: torch.Tensor, y: torch.Tensor, train_labels: torch.Tensor) -> ClassificationReport:
+    """Accuracy on (x, y) and the accuracy of always guessing the most common training label."""
+    predictions = predict(model, x)
+    majority = torch.bincount(train_labels).argmax()
+    return ClassificationReport(
+        accuracy=(predictions == y).float().mean().item(),
+        majority_baseline=(y == majority).float().mean().item(),
+        confusion=confusion_matrix(y, predictions, model.head.out_features),
+    )
+
+
+def encodable(examples: Sequence[tuple], tokenizer: Tokenizer) -> list[tuple]:
+    """The examples whose texts the tokenizer can all encode (a character tokenizer lacks some characters)."""
+    kept = []
+    for example in examples:
+        try:
+            for text in example:
+                if isinstance(text, str):
+                    tokenizer.encode(text)
+        except UnknownCharacterError:
+            continue
+        kept.append(example)
+    return kept
+# --8<-- [end:classification_data]
+
+
+# --8<-- [start:instruction_data]
+PROMPT_TEMPLATE = "In: {instruction}\nOut: "  # short: the prompt and response fit a 64-token window
+END = "\n"  # a response ends with a newline, so generation can stop there
+IGNORE_INDEX = -100  # targets with this value add nothing to the loss (F.cross_entropy's ignore_index)
+
+
+def glossary_instructions(terms_path: Path = REPO_DIR / "terms.yml") -> list[tuple[str, str]]:
+    """(instruction, response) pairs from the course's terminology table, in both directions."""
+    import yaml  # imported here: only this data set needs it
+
+    if not terms_path.is_file():
+        raise FileNotFoundError(f"{terms_path} is missing: the glossary data set reads the course's terms.yml")
+    pairs = []
+    for term in yaml.safe_load(terms_path.read_text(encoding="utf-8")):
+        if term["zh"] != term["en"]:  # 'logits' is 'logits' in both languages: nothing to translate
+            pairs.append((f"Chinese for: {term['en']}", term["zh"]))
+            pairs.append((f"English for: {term['zh']}", term["en"]))
+    return pairs
+
+
+def encode_instruction(
+    tokenizer: Tokenizer, instruction: str, response: str, block_size: int
+) -> tuple[list[int], list[int]]:
+    """Input ids and targets for one example. Targets are the inputs shifted by one, with
+    every position that predicts a prompt token set to IGNORE_INDEX: the model is trained
+    to write the response, not to reproduce the question."""
+    prompt = tokenizer.encode(PROMPT_TEMPLATE.format(instruction=instruction))
+    answer = tokenizer.encode(response + END)
+    ids = prompt + answer
+    if len(ids) - 1 > block_size:
+        raise ValueError(f"example {instruction!r} is {len(ids) - 1} tokens, longer than block_size={block_size}")
+    targets = [IGNORE_INDEX] * len(prompt) + answer
+    return ids[:-1], targets[1:]  # position t predicts token t + 1
+
+
+def pad_examples(examples: Sequence[tuple[list[int], list[int]]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-pad a batch: inputs with id 0 (causal attention never lets a real token see
+    the padding after it), targets with IGNORE_INDEX (the padding adds nothing to the loss)."""
+    T = max(len(ids) for ids, _ in examples)
+    x = torch.zeros(len(examples), T, dtype=torch.long)
+    y = torch.full((len(examples), T), IGNORE_INDEX, dtype=torch.long)
+    for i, (ids, targets) in enumerate(examples):
+        x[i, : len(ids)] = torch.tensor(ids)
+        y[i, : len(targets)] = torch.tensor(targets)
+    return x, y  # (B, T) each
+
+
+def respond(model: GPT, tokenizer: Tokenizer, instruction: str, max_new_tokens: int = 30) -> str:
+    """The model's greedy answer to one instruction."""
+    prompt = PROMPT_TEMPLATE.format(instruction=instruction)
+    return generate(model, tokenizer, prompt, max_new_tokens, temperature=0.0, stop=END)[len(prompt) :]
+# --8<-- [end:instruction_data]
+
+
+# --8<-- [start:batches]
+def random_batches(
+    examples: Sequence, batch_size: int, collate: Callable[[list], tuple[torch.Tensor, torch.Tensor]], seed: int = 0
+) -> Callable[[], tuple[torch.Tensor, torch.Tensor]]:
+    """A function that returns a batch of `batch_size` examples drawn at random (seeded)."""
+    rng = random.Random(seed)
+    return lambda: collate(rng.choices(examples, k=batch_size))
+# --8<-- [end:batches]
+
+
+# --8<-- [start:lora]
+class LoRALinear(nn.Module):
+    """A frozen nn.Linear plus a trainable low-rank update: y = W x + (alpha / r) B A x.
+
+    A (r, in) starts random and B (out, r) starts at zero, so at first the layer computes
+    exactly what the base layer did; training moves only A and B, r * (in + out) numbers
+    instead of in * out.
+    """
+
+    def __init__(self, base: nn.Linear, rank: int, alpha: float, dropout: float = 0.0):
+        super().__init__()
+        if rank < 1:
+            raise ValueError(f"LoRA rank must be >= 1, got {rank}")
+        self.base = base.requires_grad_(False)
+        self.rank, self.alpha = rank, alpha
+        self.scaling = alpha / rank
+        self.lora_A = nn.Parameter(torch.empty(rank, base.in_features))
+        self.lora_B = nn.Parameter(torch.zeros(base.out_features, rank))
+        nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))  # nn.Linear's own initialization
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        update = self.dropout(x) @ self.lora_A.T @ self.lora_B.T  # (B, T, in) -> (B, T, r) -> (B, T, out)
+        return self.base(x) + self.scaling * update
+
+    def merged(self) -> nn.Linear:
+        """A plain nn.Linear with the update folded in: W + (alpha / r) B A. Same outputs, no extra cost."""
+        linear = nn.Linear(self.base.in_features, self.base.out_features, bias=self.base.bias is not None)
+        linear.to(self.base.weight.device, self.base.weight.dtype)
+        with torch.no_grad():
+            linear.weight.copy_(self.base.weight + self.scaling * self.lora_B @ self.lora_A)
+            if self.base.bias is not None:
+                linear.bias.copy_(self.base.bias)
+        return linear
+
+
+LORA_TARGETS = ("attn.c_attn", "attn.c_proj")  # the attention projections of every block
+
+
+def apply_lora(
+    model: nn.Module, rank: int, alpha: float | None = None, dropout: float = 0.0,
+    targets: Sequence[str] = LORA_TARGETS,
+) -> list[str]:
+    """Freeze `model` and wrap every nn.Linear whose name ends with a target in a LoRALinear.
+
+    Returns the wrapped names. alpha defaults to 2 * rank (a scaling of 2).
+    """
+    alpha = 2.0 * rank if alpha is None else alpha
+    model.requires_grad_(False)
+    names = [name for name, m in model.named_modules()
+             if isinstance(m, nn.Linear) and name.endswith(tuple(targets))]
+    if not names:
+        raise ValueError(f"no nn.Linear in the model matches the LoRA targets {list(targets)}")
+    for name in names:
+        parent_name, _, child = name.rpartition(".")
+        parent = model.get_submodule(parent_name)
+        setattr(parent, child, LoRALinear(getattr(parent, child), rank, alpha, dropout))
+    return names
+
+
+def merge_lora(model: nn.Module) -> nn.Module:
+    """Replace every LoRALinear by its merged nn.Linear, in place; the model is plain again."""
+    for name, m in list(model.named_modules()):
+        if isinstance(m, LoRALinear):
+            parent_name, _, child = name.rpartition(".")
+            setattr(model.get_submodule(parent_name), child, m.merged())
+    return model
+# --8<-- [end:lora]
+
+
+# --8<-- [start:adapter]
+ADAPTER_FORMAT = "gptlib-lora-adapter"
+
+
+def base_fingerprint(model: nn.Module) -> str:
+    """A SHA-256 of the frozen base weights, so an adapter is never loaded onto another model."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        if "lora_" not in name:
+            digest.update(name.replace(".base.", ".").encode())
+            digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def save_adapter(path: str | Path, model: nn.Module) -> Path:
+    """Write only the LoRA weights (and how to re-apply them) to a small safetensors file."""
+    layers = {name: m for name, m in model.named_modules() if isinstance(m, LoRALinear)}
+    if not layers:
+        raise ValueError("the model has no LoRA layers: call apply_lora first")
+    tensors = {}
+    for name, m in layers.items():
+        tensors[f"{name}.lora_A"] = m.lora_A.detach().cpu().contiguous()
+        tensors[f"{name}.lora_B"] = m.lora_B.detach().cpu().contiguous()
+    first = next(iter(layers.values()))
+    metadata = {
+        "format": ADAPTER_FORMAT,
+        "rank": str(first.rank),
+        "alpha": str(first.alpha),
+        "layers": json.dumps(list(layers)),
+        "base_fingerprint": base_fingerprint(model),
+    }
+    path = Path(path)
+    atomic_write_bytes(path, safetensors_bytes(tensors, metadata=metadata))
+    return path
+
+
+def load_adapter(path: str | Path, model: nn.Module) -> nn.Module:
+    """Apply the LoRA adapter saved at `path` to `model` (a plain model with the same base weights)."""
+    path = Path(path)
+    try:
+        with safe_open(path, framework="pt", device="cpu") as f:
+            metadata = f.metadata() or {}
+            tensors = {name: f.get_tensor(name) for name in f.keys()}
+    except (SafetensorError, OSError) as e:
+        raise CheckpointError(f"{path} is not a readable adapter file: {e}") from None
+    if metadata.get("format") != ADAPTER_FORMAT:
+        raise CheckpointError(f"{path} is not a gptlib LoRA adapter (no '{ADAPTER_FORMAT}' marker)")
+    if metadata["base_fingerprint"] != base_fingerprint(model):
+        raise CheckpointError(f"{path} was trained on other base weights than this model's")
+    layers = json.loads(metadata["layers"])
+    apply_lora(model, int(metadata["rank"]), float(metadata["alpha"]), targets=layers)
+    with torch.no_grad():
+        for name in layers:
+            layer = model.get_submodule(name)
+            layer.lora_A.copy_(tensors[f"{name}.lora_A"])
+            layer.lora_B.copy_(tensors[f"{name}.lora_B"])
+    return model
+# --8<-- [end:adapter]
