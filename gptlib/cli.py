@@ -226,8 +226,8 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         raise ValueError(f"{source} holds no tokenizer: fine-tuning needs the ids the model was trained with")
     tokenizer, model = ckpt.tokenizer, ckpt.build_model()
     out_dir = args.out or RUNS_DIR / f"finetune-{args.task}"
-    steps = args.steps or (200 if args.task == "continue" else 300)
-    lr = args.lr or (1e-3 if args.task == "continue" else 3e-3)
+    steps = args.steps if args.steps is not None else 200 if args.task == "continue" else 300
+    lr = args.lr if args.lr is not None else 1e-3 if args.task == "continue" else 3e-3
     config = TrainConfig(max_steps=steps, batch_size=args.batch_size, learning_rate=lr, min_lr=lr / 10,
                          warmup_steps=min(20, steps // 10), eval_interval=steps, seed=args.seed,
                          device=args.device, progress=not args.no_progress)

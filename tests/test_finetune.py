@@ -343,6 +343,8 @@ def test_cli_finetune_errors(source_checkpoint, capsys):
     assert "no checkpoint at missing" in capsys.readouterr().err
     assert main(["finetune", "--from", "runs/nano", "--task", "continue", "--lora-rank", "0"]) == 2
     assert "rank must be >= 1" in capsys.readouterr().err
+    assert main(["finetune", "--from", "runs/nano", "--task", "instruct", "--steps", "0"]) == 2
+    assert "max_steps must be >= 1" in capsys.readouterr().err
     (source_checkpoint.parent / "other.txt").write_text("only ascii? no: ☃ snowmen", encoding="utf-8")
     assert main(["finetune", "--from", "runs/nano", "--task", "continue", "--corpus", "runs/nano/other.txt"]) == 2
     assert "not in the vocabulary" in capsys.readouterr().err
