@@ -186,9 +186,12 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             f.flush()
             os.fsync(f.fileno())  # the bytes are on disk before the rename makes them visible
         os.replace(tmp, path)  # atomic on POSIX and Windows
-    except OSError as e:
+    except BaseException as e:  # a full disk, or a second Ctrl-C: never leave a half-written file behind
         tmp.unlink(missing_ok=True)
-        raise OSError(e.errno, f"could not write checkpoint {path} ({e.strerror}); any previous file there is unchanged") from e
+        if isinstance(e, OSError):
+            raise OSError(e.errno, f"could not write checkpoint {path} ({e.strerror}); "
+                          "any previous file there is unchanged") from e
+        raise
     if hasattr(os, "O_DIRECTORY"):  # make the rename itself durable
         fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
         try:
@@ -210,8 +213,11 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
             tensors = {name: f.get_tensor(name) for name in f.keys()}
     except (SafetensorError, OSError, ValueError) as e:
         with open(path, "rb") as f:
-            magic = f.read(2)
-        if magic == b"PK" or magic[:1] == b"\x80":  # a torch.save zip or a raw pickle
+            head = f.read(9)
+        zipped = head[:2] == b"PK"  # torch.save writes a zip archive
+        pickled = head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05")  # pickle protocol 2-5
+        safetensors = head[8:9] == b"{"  # 8 bytes of header length, then the JSON header
+        if (zipped or pickled) and not safetensors:
             raise CheckpointError(
                 f"{path} looks like a torch.save/pickle file. gptlib does not unpickle files: "
                 "unpickling can run arbitrary code. Convert it with code you trust."

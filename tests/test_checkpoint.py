@@ -81,6 +81,31 @@ def test_failed_write_keeps_previous_checkpoint(tmp_path, monkeypatch):
     assert load_checkpoint(path).step == 1
 
 
+def test_truncated_checkpoint_is_never_mistaken_for_a_pickle(tmp_path):
+    # a safetensors file starts with its header length (8 bytes, little-endian); a length
+    # whose first byte is 0x80 looks like the start of a pickle, unless the '{' after it is checked
+    data = (640).to_bytes(8, "little") + b'{"w": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}'
+    assert data[:2] == b"\x80\x02"  # also the first two bytes of a protocol-2 pickle
+    (tmp_path / "trunc.safetensors").write_bytes(data)
+    with pytest.raises(CheckpointError, match="corrupt or truncated"):
+        load_checkpoint(tmp_path / "trunc.safetensors")
+
+
+def test_ctrl_c_during_a_write_keeps_previous_checkpoint(tmp_path, monkeypatch):
+    model, opt = trained_model_and_optimizer()
+    path = save_checkpoint(tmp_path / "c.safetensors", model, opt, step=1)
+    before = path.read_bytes()
+
+    def ctrl_c(fd):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ckpt_mod.os, "fsync", ctrl_c)
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint(path, model, opt, step=2)
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["c.safetensors"]  # no temp file left behind
+
+
 def test_truncated_and_garbage_files_give_clear_errors(tmp_path):
     model, _ = trained_model_and_optimizer(0)
     path = save_checkpoint(tmp_path / "c.safetensors", model)
