@@ -9,8 +9,6 @@ random: speed does not depend on what the model has learned.
 """
 
 import argparse
-import json
-import platform
 import time
 from pathlib import Path
 
@@ -18,6 +16,7 @@ import torch
 
 from gptlib import GPT, get_device, preset_config
 from gptlib.generate import generate_tokens
+from report import write_report  # benchmarks/report.py
 
 
 def time_generation(model: GPT, prompt: torch.Tensor, new_tokens: int, use_cache: bool, device: torch.device) -> tuple[float, list[int]]:
@@ -63,23 +62,15 @@ def main() -> None:
         print(f"| {name:<14} | {row['seconds']:8.2f} | {args.new_tokens / row['seconds']:9.0f} |")
     print(f"speed-up: {speedup:.1f}x; identical tokens: {same}")
 
-    args.out.mkdir(parents=True, exist_ok=True)
-    result = {
-        "benchmark": "kv_cache",
-        "device": str(device),
-        "machine": platform.processor() or platform.machine(),
-        "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
-        "new_tokens": args.new_tokens,
-        "params": model.num_params(),
-        "seconds_without_cache": rows["without cache"]["seconds"],
-        "seconds_with_cache": rows["with cache"]["seconds"],
-        "speedup": speedup,
-        "identical_tokens": same,
-    }
-    path = args.out / f"kv_cache-{device.type}.json"
-    path.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {path}")
+    write_report(
+        args.out / f"kv_cache-{device.type}.json", "kv_cache", device,
+        new_tokens=args.new_tokens,
+        params=model.num_params(),
+        seconds_without_cache=rows["without cache"]["seconds"],
+        seconds_with_cache=rows["with cache"]["seconds"],
+        speedup=speedup,
+        identical_tokens=same,
+    )
 
 
 if __name__ == "__main__":

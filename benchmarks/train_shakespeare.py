@@ -14,8 +14,6 @@ clock can be read between them. The run folder is runs/train_shakespeare.
 """
 
 import argparse
-import json
-import platform
 import time
 from pathlib import Path
 
@@ -23,6 +21,7 @@ import torch
 
 from gptlib import (GPT, CharTokenizer, TrainConfig, encode_corpus, generate, get_device, load_corpus,
                     preset_config, seed_everything, train, train_val_split)
+from report import write_report  # benchmarks/report.py
 
 REFERENCE_VAL_LOSS = 1.88  # nanoGPT shakespeare-char, CPU, 2000 iterations
 
@@ -80,27 +79,17 @@ def main() -> None:
     print("\nsample (temperature 0.8, seed 0):")
     print(sample)
 
-    args.out.mkdir(parents=True, exist_ok=True)
-    result_json = {
-        "benchmark": "train_shakespeare",
-        "device": str(device),
-        "machine": platform.processor() or platform.machine(),
-        "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
-        "params": model.num_params(),
-        "model": model_config.to_dict(),
-        "train_config": {k: v for k, v in vars(config).items()},
-        "minutes": elapsed,
-        "history": rows,
-        "final_val_loss": final["val_loss"],
-        "reference_val_loss": REFERENCE_VAL_LOSS,
-        "sample": sample,
-    }
-    path = args.out / "train_shakespeare.json"
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(result_json, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    tmp.replace(path)
-    print(f"wrote {path}")
+    write_report(
+        args.out / "train_shakespeare.json", "train_shakespeare", device,
+        params=model.num_params(),
+        model=model_config.to_dict(),
+        train_config=dict(vars(config)),
+        minutes=elapsed,
+        history=rows,
+        final_val_loss=final["val_loss"],
+        reference_val_loss=REFERENCE_VAL_LOSS,
+        sample=sample,
+    )
 
 
 if __name__ == "__main__":
