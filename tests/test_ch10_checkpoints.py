@@ -25,24 +25,16 @@ from gptlib import train as train_fn  # noqa: E402
 from gptlib.checkpoint import CheckpointError, load_checkpoint, load_model, save_checkpoint  # noqa: E402
 from gptlib.model import GPT  # noqa: E402
 from gptlib.tokenizer import CharTokenizer  # noqa: E402
-from gptlib.train import CHECKPOINT_NAME, METRICS_NAME, TrainConfig, configure_optimizer, read_metrics  # noqa: E402
+from gptlib.train import CHECKPOINT_NAME, METRICS_NAME, read_metrics  # noqa: E402
 from gptlib.utils import seed_everything  # noqa: E402
 
 train_module = sys.modules["gptlib.train"]  # `gptlib.train` is also the name of the function
+from test_checkpoint import trained_model_and_optimizer  # noqa: E402
 from test_train import CFG, pattern_data, quick_config  # noqa: E402  the same small setup as the training tests
 
 
 def trained(steps: int = 2):
-    seed_everything(0)  # all RNGs: the checkpoint (whose metadata holds their states) is the same every run
-    model = GPT(CFG)
-    opt = configure_optimizer(model, TrainConfig())
-    for _ in range(steps):
-        x = torch.randint(0, 16, (4, 16))
-        _, loss = model(x, x)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    return model, opt
+    return trained_model_and_optimizer(steps, CFG)
 
 
 def test_payload_runs_code_when_unpickled_and_nowhere_else(tmp_path, capsys):

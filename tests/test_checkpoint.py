@@ -11,16 +11,19 @@ from gptlib.checkpoint import CheckpointError, load_checkpoint, load_model, save
 from gptlib.model import GPT, GPTConfig
 from gptlib.tokenizer import CharTokenizer
 from gptlib.train import TrainConfig, configure_optimizer
+from gptlib.utils import seed_everything
 
 CFG = GPTConfig(vocab_size=12, block_size=8, n_layer=1, n_head=2, n_embd=16)
 
 
-def trained_model_and_optimizer(steps: int = 3):
-    torch.manual_seed(0)
-    model = GPT(CFG)
+def trained_model_and_optimizer(steps: int = 3, config: GPTConfig = CFG):
+    """A small model and its AdamW after a few steps. All RNGs are seeded, so the checkpoint
+    (whose metadata holds their states) is the same every run."""
+    seed_everything(0)
+    model = GPT(config)
     opt = configure_optimizer(model, TrainConfig())
     for _ in range(steps):
-        x = torch.randint(0, 12, (4, 8))
+        x = torch.randint(0, config.vocab_size, (4, config.block_size))
         _, loss = model(x, x)
         opt.zero_grad()
         loss.backward()
