@@ -7,13 +7,14 @@ import json
 import sys
 from pathlib import Path
 
+import torch
 import torch.nn as nn
 from safetensors.torch import save as safetensors_bytes
 
 from gptlib.checkpoint import CheckpointError, atomic_write_bytes, load_checkpoint, load_model, save_checkpoint
 from gptlib.data import encode_corpus, load_corpus, load_token_files, prepare_token_files, train_val_split
 from gptlib.finetune import (LABELS, GPTClassifier, apply_lora, count_parameters, course_lines, encodable,
-                             encode_instruction, encode_labelled, evaluate_classifier, finetune, freeze_layers,
+                             encode_instruction, encode_labelled, evaluate_classifier, exact_match, finetune, freeze_layers,
                              glossary_instructions, merge_lora, pad_examples, random_batches, respond, save_adapter,
                              split_examples)
 from gptlib.generate import stream
@@ -284,7 +285,7 @@ def finetune_classify(
     train_set, _, test_set = split_examples(examples, seed=args.seed)
     block = model.config.block_size
     x_test, y_test = encode_labelled(test_set, tokenizer, block)
-    _, y_train = encode_labelled(train_set, tokenizer, block)
+    y_train = torch.tensor([label for _, label in train_set])
     classifier = GPTClassifier(model, len(LABELS))
     before = evaluate_classifier(classifier, x_test, y_test, y_train)
     prepare_trainable(args, classifier, model)
@@ -312,15 +313,10 @@ def finetune_instruct(
         print(f"skipping {len(pairs) - len(usable)} of {len(pairs)} questions: the tokenizer cannot encode them")
     train_set, _, test_set = split_examples(usable, (0.85, 0.0), seed=args.seed)
     encoded = [encode_instruction(tokenizer, q, a, model.config.block_size) for q, a in train_set]
-
-    def exact(questions: list[tuple[str, str]]) -> float:
-        """The share of questions answered exactly (greedy decoding)."""
-        return sum(respond(model, tokenizer, q) == a for q, a in questions) / len(questions)
-
-    before = exact(train_set), exact(test_set)
+    before = exact_match(model, tokenizer, train_set), exact_match(model, tokenizer, test_set)
     prepare_trainable(args, model, model)
     finetune(model, random_batches(encoded, config.batch_size, pad_examples, args.seed), config)
-    after = exact(train_set), exact(test_set)
+    after = exact_match(model, tokenizer, train_set), exact_match(model, tokenizer, test_set)
     print(f"exact answers, trained questions: {before[0]:.0%} -> {after[0]:.0%}; "
           f"held-out questions: {before[1]:.0%} -> {after[1]:.0%}")
     for q, a in train_set[:2] + test_set[:2]:

@@ -283,6 +283,11 @@ def respond(model: GPT, tokenizer: Tokenizer, instruction: str, max_new_tokens: 
     """The model's greedy answer to one instruction."""
     prompt = PROMPT_TEMPLATE.format(instruction=instruction)
     return generate(model, tokenizer, prompt, max_new_tokens, temperature=0.0, stop=END)[len(prompt) :]
+
+
+def exact_match(model: GPT, tokenizer: Tokenizer, pairs: Sequence[tuple[str, str]]) -> float:
+    """The share of (instruction, response) pairs that the model answers exactly."""
+    return sum(respond(model, tokenizer, q) == a for q, a in pairs) / len(pairs)
 # --8<-- [end:instruction_data]
 
 
