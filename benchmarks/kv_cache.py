@@ -4,7 +4,7 @@
 
 Prints a table and writes benchmarks/results/kv_cache-<device>.json. The model is the
 `tiny` preset with a context window of 1024 positions, so prompt + new tokens fit in the
-window and the cache is never rebuilt (see gptlib.generate.generate_tokens). Weights are
+window and the cache is never rebuilt (see gptlib.generation.generate_tokens). Weights are
 random: speed does not depend on what the model has learned.
 """
 
@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from gptlib import GPT, get_device, preset_config
-from gptlib.generate import generate_tokens
+from gptlib.generation import generate_tokens
 from report import write_report  # benchmarks/report.py
 
 

@@ -5,7 +5,7 @@
 The reference is nanoGPT's shakespeare-char run on a CPU (4 layers, 4 heads, 128
 channels, block 64, batch 12, lr 1e-3 decaying to 1e-4 after a 100-step warm-up, no
 dropout): a validation loss of about 1.88 after 2000 iterations. This script trains the
-same model with `gptlib.train` and prints a table (steps, minutes, train and validation
+same model with `gptlib.training` and prints a table (steps, minutes, train and validation
 loss), a 300-character sample, and writes benchmarks/results/train_shakespeare.json.
 
 Training runs in slices of `--eval-interval` steps (`stop_at_step`, then `resume=True`):

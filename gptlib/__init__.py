@@ -2,12 +2,12 @@
 
 from gptlib.checkpoint import Checkpoint, CheckpointError, load_checkpoint, load_model, save_checkpoint
 from gptlib.data import encode_corpus, get_batch, load_corpus, train_val_split
-from gptlib.finetune import (GPTClassifier, LoRALinear, apply_lora, count_parameters, finetune, freeze_layers,
+from gptlib.finetuning import (GPTClassifier, LoRALinear, apply_lora, count_parameters, finetune, freeze_layers,
                              load_adapter, merge_lora, save_adapter)
-from gptlib.generate import generate, generate_tokens, sample_next, stream
+from gptlib.generation import generate, generate_tokens, sample_next, stream
 from gptlib.model import GPT, MLP, PRESETS, Block, CausalSelfAttention, GPTConfig, KVCache, preset_config
 from gptlib.tokenizer import BPETokenizer, CharTokenizer, UnknownCharacterError, load_tokenizer, tokenizer_from_dict
-from gptlib.train import TRAIN_PRESETS, NonFiniteLossError, TrainConfig, TrainResult, estimate_loss, lr_at, train
+from gptlib.training import TRAIN_PRESETS, NonFiniteLossError, TrainConfig, TrainResult, estimate_loss, lr_at, train
 from gptlib.utils import get_device, inspect, seed_everything, time_block
 
 __version__ = "0.1.0"

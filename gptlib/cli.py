@@ -13,14 +13,14 @@ from safetensors.torch import save as safetensors_bytes
 
 from gptlib.checkpoint import CheckpointError, atomic_write_bytes, load_checkpoint, load_model, save_checkpoint
 from gptlib.data import encode_corpus, load_corpus, load_token_files, prepare_token_files, train_val_split
-from gptlib.finetune import (LABELS, GPTClassifier, apply_lora, count_parameters, course_lines, encodable,
+from gptlib.finetuning import (LABELS, GPTClassifier, apply_lora, count_parameters, course_lines, encodable,
                              encode_instruction, encode_labelled, evaluate_classifier, exact_match, finetune, freeze_layers,
                              glossary_instructions, merge_lora, pad_examples, random_batches, respond, save_adapter,
                              split_examples)
-from gptlib.generate import stream
+from gptlib.generation import stream
 from gptlib.model import GPT, PRESETS, preset_config
 from gptlib.tokenizer import BPETokenizer, CharTokenizer, Tokenizer, UnknownCharacterError
-from gptlib.train import CHECKPOINT_NAME, TRAIN_PRESETS, NonFiniteLossError, TrainConfig, estimate_loss, train
+from gptlib.training import CHECKPOINT_NAME, TRAIN_PRESETS, NonFiniteLossError, TrainConfig, estimate_loss, train
 from gptlib.utils import seed_everything
 
 RUNS_DIR = Path("runs")

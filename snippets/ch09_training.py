@@ -2,7 +2,7 @@
 batch), and the exercises' throughput measurement for gradient accumulation.
 
 Run it: `python snippets/ch09_training.py` prints a short demo. The page
-docs/09-training.md includes its sections; the library code is gptlib/train.py and
+docs/09-training.md includes its sections; the library code is gptlib/training.py and
 gptlib/data.py.
 """
 
@@ -14,7 +14,7 @@ import torch
 
 from gptlib.data import get_batch
 from gptlib.model import GPT
-from gptlib.train import TrainConfig, configure_optimizer, train_step
+from gptlib.training import TrainConfig, configure_optimizer, train_step
 # --8<-- [end:imports]
 
 

@@ -78,7 +78,7 @@ if __name__ == "__main__":
     import tempfile
 
     from gptlib import CheckpointError, load_checkpoint, load_model
-    from gptlib.train import TrainConfig, configure_optimizer
+    from gptlib.training import TrainConfig, configure_optimizer
 
     with tempfile.TemporaryDirectory() as tmp:
         marker = Path(tmp) / "marker"

@@ -2,7 +2,7 @@
 timing the KV cache, and the exercises' repetition penalty and min-p sampling.
 
 Run it: `python snippets/ch11_generation.py` prints a short demo. The page
-docs/11-generation.md includes its sections; the library code is gptlib/generate.py.
+docs/11-generation.md includes its sections; the library code is gptlib/generation.py.
 """
 
 # --8<-- [start:imports]

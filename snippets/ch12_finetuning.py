@@ -3,7 +3,7 @@ plot, and a view of which tokens an instruction example trains on.
 
 Run it: `python snippets/ch12_finetuning.py` fine-tunes a small model both ways and
 prints what moved. The page docs/12-finetuning.md includes its sections; the library
-code is gptlib/finetune.py.
+code is gptlib/finetuning.py.
 """
 
 # --8<-- [start:imports]
@@ -11,7 +11,7 @@ import torch
 import torch.nn as nn
 
 from gptlib.tokenizer import Tokenizer
-from gptlib.finetune import IGNORE_INDEX
+from gptlib.finetuning import IGNORE_INDEX
 # --8<-- [end:imports]
 
 
@@ -66,7 +66,7 @@ if __name__ == "__main__":
     import copy
 
     from gptlib import GPT, TrainConfig, get_batch, preset_config
-    from gptlib.finetune import finetune, freeze_layers
+    from gptlib.finetuning import finetune, freeze_layers
 
     torch.manual_seed(0)
     data = torch.randint(0, 65, (5000,))

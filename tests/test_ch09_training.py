@@ -1,5 +1,5 @@
 """Chapter 09 (Training): the page's own code and the promises it makes that
-tests/test_train.py and tests/test_data.py do not already check.
+tests/test_training.py and tests/test_data.py do not already check.
 
 * the overfit-one-batch check (snippets/ch09_training.py) memorises a batch, and fails
   when learning is broken;
@@ -31,7 +31,7 @@ from ch09_training import overfit_one_batch, tokens_per_second  # noqa: E402
 from gptlib import GPT, GPTConfig, TrainConfig, estimate_loss, get_batch, lr_at, train  # noqa: E402
 from gptlib.data import load_token_files, prepare_token_files  # noqa: E402
 from gptlib.tokenizer import CharTokenizer  # noqa: E402
-from gptlib.train import configure_optimizer, train_step  # noqa: E402
+from gptlib.training import configure_optimizer, train_step  # noqa: E402
 
 CFG = GPTConfig(vocab_size=16, block_size=16, n_layer=1, n_head=2, n_embd=32)
 

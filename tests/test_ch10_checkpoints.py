@@ -1,5 +1,5 @@
 """Chapter 10 (Saving & resuming): the snippet's code, and the claims of the page that
-tests/test_checkpoint.py, tests/test_train.py and tests/test_cli.py do not check:
+tests/test_checkpoint.py, tests/test_training.py and tests/test_cli.py do not check:
 a resume from a periodic checkpoint (written right after an evaluation) is bit-exact
 because the evaluation is not repeated, forgetting the RNG state or `evaluated_at`
 breaks exactness, and a second Ctrl-C aborts without saving."""
@@ -25,12 +25,12 @@ from gptlib import train as train_fn  # noqa: E402
 from gptlib.checkpoint import CheckpointError, load_checkpoint, load_model, save_checkpoint  # noqa: E402
 from gptlib.model import GPT  # noqa: E402
 from gptlib.tokenizer import CharTokenizer  # noqa: E402
-from gptlib.train import CHECKPOINT_NAME, METRICS_NAME, read_metrics  # noqa: E402
+import gptlib.training as train_module  # noqa: E402
+from gptlib.training import CHECKPOINT_NAME, METRICS_NAME, read_metrics  # noqa: E402
 from gptlib.utils import seed_everything  # noqa: E402
 
-train_module = sys.modules["gptlib.train"]  # `gptlib.train` is also the name of the function
 from test_checkpoint import trained_model_and_optimizer  # noqa: E402
-from test_train import CFG, pattern_data, quick_config  # noqa: E402  the same small setup as the training tests
+from test_training import CFG, pattern_data, quick_config  # noqa: E402  the same small setup as the training tests
 
 
 def trained(steps: int = 2):

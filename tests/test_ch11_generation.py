@@ -1,6 +1,6 @@
-"""Chapter 11 (Generation): the page's hand-written pieces against gptlib.generate.
+"""Chapter 11 (Generation): the page's hand-written pieces against gptlib.generation.
 
-tests/test_generate.py covers gptlib's own behaviour (greedy, top-k, top-p, seeds,
+tests/test_generation.py covers gptlib's own behaviour (greedy, top-k, top-p, seeds,
 stream, stop strings, KV cache); these tests check the chapter's reference code: the
 naive loop draws what generate_tokens draws, filter_probs describes what sample_next
 samples (top-k and top-p combined too), and the exercises' penalty and min-p filters.

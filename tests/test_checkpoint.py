@@ -10,7 +10,7 @@ from gptlib import checkpoint as ckpt_mod
 from gptlib.checkpoint import CheckpointError, load_checkpoint, load_model, save_checkpoint
 from gptlib.model import GPT, GPTConfig
 from gptlib.tokenizer import CharTokenizer
-from gptlib.train import TrainConfig, configure_optimizer
+from gptlib.training import TrainConfig, configure_optimizer
 from gptlib.utils import seed_everything
 
 CFG = GPTConfig(vocab_size=12, block_size=8, n_layer=1, n_head=2, n_embd=16)

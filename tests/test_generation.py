@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from gptlib.generate import generate, generate_tokens, sample_next, stream
+from gptlib.generation import generate, generate_tokens, sample_next, stream
 from gptlib.model import GPT, GPTConfig
 from gptlib.tokenizer import BPETokenizer, CharTokenizer
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from gptlib.model import GPT, GPTConfig
-from gptlib.train import (
+from gptlib.training import (
     CHECKPOINT_NAME,
     METRICS_NAME,
     NonFiniteLossError,
@@ -165,7 +165,7 @@ def test_gradient_accumulation_equals_one_big_batch():
     import contextlib
 
     from gptlib.data import get_batch
-    from gptlib.train import train_step
+    from gptlib.training import train_step
 
     torch.manual_seed(0)
     x, y = get_batch(pattern_data(), batch_size=8, block_size=16)

@@ -1,4 +1,4 @@
-"""gptlib.finetune: masked instruction loss, freezing, the classification head, LoRA
+"""gptlib.finetuning: masked instruction loss, freezing, the classification head, LoRA
 (only adapters train, merged == unmerged, adapter files round-trip), and the
 `gptlib finetune` command."""
 
@@ -12,14 +12,14 @@ import torch.nn.functional as F
 
 from gptlib.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from gptlib.cli import main
-from gptlib.finetune import (IGNORE_INDEX, LABELS, PAD, PROMPT_TEMPLATE, GPTClassifier, LoRALinear, apply_lora,
+from gptlib.finetuning import (IGNORE_INDEX, LABELS, PAD, PROMPT_TEMPLATE, GPTClassifier, LoRALinear, apply_lora,
                              base_fingerprint, confusion_matrix, count_parameters, course_lines, encodable,
                              encode_instruction, encode_labelled, evaluate_classifier, finetune, freeze_layers,
                              glossary_instructions, hidden_states, load_adapter, merge_lora, pad_examples,
                              random_batches, respond, save_adapter, split_examples)
 from gptlib.model import GPT, GPTConfig
 from gptlib.tokenizer import CharTokenizer
-from gptlib.train import TrainConfig
+from gptlib.training import TrainConfig
 
 CFG = GPTConfig(vocab_size=40, block_size=32, n_layer=2, n_head=2, n_embd=32)
 

@@ -1,7 +1,7 @@
 """Fine-tuning a pretrained GPT: freezing, a classification head, instruction data with
 masked prompts, LoRA adapters, and the loop that trains on batches of examples.
 
-Continued pretraining needs nothing new: it is `gptlib.train.train` on another corpus,
+Continued pretraining needs nothing new: it is `gptlib.training.train` on another corpus,
 starting from trained weights, with a smaller learning rate.
 
 Chapter 12 builds this file.
@@ -27,10 +27,10 @@ from tqdm.auto import tqdm
 
 from gptlib.checkpoint import CheckpointError, atomic_write_bytes
 from gptlib.data import REPO_DIR, course_pages
-from gptlib.generate import generate
+from gptlib.generation import generate
 from gptlib.model import GPT
 from gptlib.tokenizer import Tokenizer, UnknownCharacterError
-from gptlib.train import TrainConfig, autocast_for, configure_optimizer, lr_at, train_step
+from gptlib.training import TrainConfig, autocast_for, configure_optimizer, lr_at, train_step
 from gptlib.utils import get_device
 # --8<-- [end:imports]
 

@@ -1,0 +1,21 @@
+"""The package's shape: every module is reachable as a module, not hidden by a function."""
+
+import importlib
+import pkgutil
+import types
+
+import gptlib
+
+MODULES = sorted(m.name for m in pkgutil.iter_modules(gptlib.__path__) if not m.name.startswith("_"))
+
+
+def test_no_public_name_shadows_a_module():
+    shadowing = [name for name in gptlib.__all__ if name in MODULES]
+    assert not shadowing, f"gptlib.{shadowing} would hide the module of the same name"
+
+
+def test_import_gives_the_module():
+    for name in MODULES:
+        module = importlib.import_module(f"gptlib.{name}")
+        assert isinstance(module, types.ModuleType)
+        assert isinstance(getattr(gptlib, name, module), types.ModuleType), f"gptlib.{name} is not the module"
