@@ -25,6 +25,11 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent / "tests"))
 import pagecode  # noqa: E402
 
+# A local Tiny Shakespeare beside the clone (as ./dev sets it), for pytest run directly.
+SHARED_SHAKESPEARE = Path(__file__).parent.parent / "shared" / "data" / "tinyshakespeare.txt"
+if SHARED_SHAKESPEARE.is_file():
+    os.environ.setdefault("GPTLIB_TINYSHAKESPEARE", str(SHARED_SHAKESPEARE))
+
 BLOCK_TIMEOUT_S = 600
 FIGURES_DIR = pagecode.DOCS / "figures"
 

@@ -1,20 +1,25 @@
 """Corpora, token arrays and batches.
 
 * `load_corpus(name)` returns the text of a named corpus: `course` (this course's own
-  pages, English and Chinese, always available offline) or `tinyshakespeare`
-  (downloaded once, checked against its SHA-256, cached).
+  pages, English and Chinese, frozen into the package: always the same text, offline),
+  `course-en`, `course-zh`, or `tinyshakespeare` (downloaded once, checked against its
+  SHA-256, cached; `$GPTLIB_TINYSHAKESPEARE` can name a local copy).
 * `encode_corpus`, `train_val_split` and `get_batch` turn text into the `(B, T)`
   input/target batches a language model trains on.
 """
 
 
 # --8<-- [start:imports]
+import gzip
 import hashlib
+import json
 import os
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cache
+from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -22,9 +27,6 @@ import torch
 from gptlib.tokenizer import Tokenizer, load_tokenizer
 # --8<-- [end:imports]
 
-PACKAGE_DIR = Path(__file__).resolve().parent
-REPO_DIR = PACKAGE_DIR.parent
-DOCS_DIR = REPO_DIR / "docs"
 CACHE_ENV_VAR = "GPTLIB_CACHE"
 
 
@@ -78,66 +80,55 @@ TINYSHAKESPEARE = RemoteCorpus(
 )
 
 
-def local_candidates(corpus: RemoteCorpus) -> list[Path]:
-    """Places a copy may already be, before we download: the env var, then ../shared/data."""
-    candidates = []
-    if os.environ.get(corpus.env_var):
-        candidates.append(Path(os.environ[corpus.env_var]))
-    candidates.append(REPO_DIR.parent / "shared" / "data" / corpus.filename)
-    return candidates
-
-
 def fetch_remote_corpus(corpus: RemoteCorpus, progress: bool = True) -> Path:
-    for path in local_candidates(corpus):
-        if path.is_file():
-            if sha256_of(path) != corpus.sha256:
-                raise ValueError(f"{path} exists but its SHA-256 does not match the published {corpus.filename}")
-            return path
+    """The local path of a public corpus: the file named by its environment variable if
+    set (checked against the published SHA-256), else a cached download."""
+    local = os.environ.get(corpus.env_var)
+    if local:
+        path = Path(local)
+        if not path.is_file():
+            raise FileNotFoundError(f"${corpus.env_var} is {local}, which is not a file")
+        if sha256_of(path) != corpus.sha256:
+            raise ValueError(f"{path} (from ${corpus.env_var}) is not the published {corpus.filename}: "
+                             "its SHA-256 does not match")
+        return path
     return download(corpus.url, corpus.sha256, corpus.filename, progress=progress)
 
 
-def course_pages(docs_dir: Path = DOCS_DIR, lang: str | None = None) -> list[Path]:
-    """The course's own pages in reading order (Home first), each English page before its Chinese twin."""
-    if not docs_dir.is_dir():
-        raise FileNotFoundError(
-            f"the 'course' corpus reads the course pages in {docs_dir}, which is missing: "
-            "use gptlib from a clone of the course repository (pip install -e .)"
-        )
-    english = sorted((p for p in docs_dir.rglob("*.md") if not p.name.endswith(".zh.md")),
-                     key=lambda p: "00" if p.stem == "index" else p.stem)
-    pages = []
-    for en in english:
-        zh = en.with_name(en.stem + ".zh.md")
-        if lang in (None, "en"):
-            pages.append(en)
-        if lang in (None, "zh") and zh.exists():
-            pages.append(zh)
-    return pages
+@dataclass(frozen=True)
+class PackagedCorpus:
+    filename: str  # in gptlib/corpora/
+    sha256: str
 
 
-def page_sections(page: Path) -> list[str]:
-    """A page's text (HTML comments and snippet includes removed), cut before each `## ` heading."""
-    text = page.read_text(encoding="utf-8")
-    text = re.sub(r"<!--.*?-->", "", text, flags=re.S)
-    text = re.sub(r"^\s*-+8<-+.*$\n?", "", text, flags=re.M)
-    return [part for part in re.split(r"(?m)^(?=## )", text.strip() + "\n\n") if part]
+# The course's own text, frozen: a snapshot of its pages (English and Chinese), code and
+# glossary at one commit, made by scripts/freeze_course_corpus.py in the repository. A new
+# version is made on purpose, never by editing a page, so the numbers the pages show stay put.
+COURSE_CORPUS = PackagedCorpus("course-v1.json.gz", "a2740bd721f7e4543b3e21251eb14521fd539bb6062151ea68b50c8e1aadd9e5")
 
 
-def course_text(lang: str | None = None, docs_dir: Path = DOCS_DIR) -> str:
-    """The course pages as one text. With both languages, the sections of each page alternate
-    (English, Chinese, English, ...) so that any stretch of the text, the validation
-    split at its end included, has both languages in it."""
-    pages = course_pages(docs_dir, lang)
+@cache
+def course_snapshot() -> dict[str, Any]:
+    """The frozen course corpus: {"pages": [{"page", "en", "zh"}], "lines": {...}, "glossary": [...]}."""
+    raw = (resources.files("gptlib") / "corpora" / COURSE_CORPUS.filename).read_bytes()
+    if hashlib.sha256(raw).hexdigest() != COURSE_CORPUS.sha256:
+        raise ValueError(f"gptlib's packaged corpus {COURSE_CORPUS.filename} is damaged "
+                         "(SHA-256 mismatch): reinstall gptlib")
+    return json.loads(gzip.decompress(raw))
+
+
+def course_text(lang: str | None = None) -> str:
+    """The course pages as one text, in reading order. With both languages, the sections
+    of each page alternate (English, Chinese, English, ...) so that any stretch of the
+    text, the validation split at its end included, has both languages in it."""
+    pages = course_snapshot()["pages"]
     if lang is not None:
-        return "".join("".join(page_sections(p)) for p in pages)
-    parts = []
+        return "".join("".join(page[lang]) for page in pages)
+    parts: list[str] = []
     for page in pages:
-        if page.name.endswith(".zh.md"):
-            continue
-        zh = page.with_name(page.stem + ".zh.md")
-        en_parts, zh_parts = page_sections(page), page_sections(zh) if zh.exists() else []
-        for i in range(max(len(en_parts), len(zh_parts))):
-            parts += en_parts[i : i + 1] + zh_parts[i : i + 1]
+        en, zh = page["en"], page["zh"]
+        for i in range(max(len(en), len(zh))):
+            parts += en[i : i + 1] + zh[i : i + 1]
     return "".join(parts)
 
 

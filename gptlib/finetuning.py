@@ -13,7 +13,6 @@ import hashlib
 import json
 import math
 import random
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +25,7 @@ from safetensors.torch import save as safetensors_bytes
 from tqdm.auto import tqdm
 
 from gptlib.checkpoint import CheckpointError, atomic_write_bytes
-from gptlib.data import REPO_DIR, course_pages
+from gptlib.data import course_snapshot
 from gptlib.generation import generate
 from gptlib.model import GPT
 from gptlib.tokenizer import Tokenizer, UnknownCharacterError
@@ -135,31 +134,12 @@ LABELS = ("english", "chinese", "code")  # what a line of this course is
 
 
 def course_lines(min_chars: int = 20, max_chars: int = 64) -> list[tuple[str, int]]:
-    """Labelled lines this project owns: prose of the English pages, prose of the Chinese
-    pages, and Python from gptlib/ and snippets/. Each line is stripped of its
-    indentation and cut to `max_chars` characters; lines shorter than `min_chars` are dropped."""
-    examples: set[tuple[str, int]] = set()
-    skip = re.compile(r"^(#|\||!\[|<|```|\?\?\?|[-*] \[|[-=]{3})")  # headings, tables, figures, HTML, fences
-
-    def add(line: str, label: int) -> None:
-        line = line.strip()
-        if len(line) >= min_chars and "--8<--" not in line:
-            examples.add((line[:max_chars], label))
-
-    for page in course_pages():
-        zh = page.name.endswith(".zh.md")
-        in_code = False
-        for line in page.read_text(encoding="utf-8").splitlines():
-            if line.lstrip().startswith("```"):
-                in_code = not in_code
-            if in_code or skip.match(line.lstrip()):
-                continue
-            if zh == bool(re.search(r"[\u4e00-\u9fff]", line)):  # Chinese pages: lines with Chinese in them
-                add(line, LABELS.index("chinese") if zh else LABELS.index("english"))
-    for source in sorted([*(REPO_DIR / "gptlib").glob("*.py"), *(REPO_DIR / "snippets").glob("*.py")]):
-        for line in source.read_text(encoding="utf-8").splitlines():
-            add(line, LABELS.index("code"))
-    return sorted(examples)
+    """Labelled lines this project owns, from the frozen course corpus: prose of the
+    English pages, prose of the Chinese pages, and Python from gptlib/ and snippets/.
+    Each line is cut to `max_chars` characters; lines shorter than `min_chars` are dropped."""
+    lines = course_snapshot()["lines"]
+    return sorted({(line[:max_chars], LABELS.index(label))
+                   for label in LABELS for line in lines[label] if len(line) >= min_chars})
 
 
 def split_examples(examples: Sequence, fractions: tuple[float, float] = (0.7, 0.15), seed: int = 0) -> tuple[list, list, list]:
@@ -238,17 +218,13 @@ END = "\n"  # a response ends with a newline, so generation can stop there
 IGNORE_INDEX = -100  # targets with this value add nothing to the loss (F.cross_entropy's ignore_index)
 
 
-def glossary_instructions(terms_path: Path = REPO_DIR / "terms.yml") -> list[tuple[str, str]]:
+def glossary_instructions() -> list[tuple[str, str]]:
     """(instruction, response) pairs from the course's terminology table, in both directions."""
-    import yaml  # imported here: only this data set needs it
-
-    if not terms_path.is_file():
-        raise FileNotFoundError(f"{terms_path} is missing: the glossary data set reads the course's terms.yml")
     pairs = []
-    for term in yaml.safe_load(terms_path.read_text(encoding="utf-8")):
-        if term["zh"] != term["en"]:  # 'logits' is 'logits' in both languages: nothing to translate
-            pairs.append((f"Chinese for: {term['en']}", term["zh"]))
-            pairs.append((f"English for: {term['zh']}", term["en"]))
+    for en, zh in course_snapshot()["glossary"]:
+        if zh != en:  # 'logits' is 'logits' in both languages: nothing to translate
+            pairs.append((f"Chinese for: {en}", zh))
+            pairs.append((f"English for: {zh}", en))
     return pairs
 
 

@@ -1,5 +1,6 @@
 import hashlib
 import http.server
+import os
 import threading
 from functools import partial
 
@@ -77,21 +78,18 @@ def test_remote_corpus_prefers_local_copy_from_env(tmp_path, monkeypatch):
         fetch_remote_corpus(corpus, progress=False)
 
 
-def test_tinyshakespeare_from_shared_data_when_present():
-    shared = data.REPO_DIR.parent / "shared" / "data" / "tinyshakespeare.txt"
-    if not shared.exists():
-        pytest.skip("../shared/data/tinyshakespeare.txt is not beside this checkout")
+def test_remote_corpus_env_var_naming_a_missing_file(tmp_path, monkeypatch):
+    corpus = RemoteCorpus("http://127.0.0.1:9/never", "0" * 64, "mine.txt", "GPTLIB_TEST_CORPUS")
+    monkeypatch.setenv("GPTLIB_TEST_CORPUS", str(tmp_path / "nowhere.txt"))
+    with pytest.raises(FileNotFoundError, match="GPTLIB_TEST_CORPUS"):
+        fetch_remote_corpus(corpus, progress=False)
+
+
+def test_tinyshakespeare_from_a_local_copy_when_present():
+    if not os.environ.get(data.TINYSHAKESPEARE.env_var):
+        pytest.skip("no local Tiny Shakespeare ($GPTLIB_TINYSHAKESPEARE; ./dev sets it from ../shared/data)")
     text = load_corpus("tinyshakespeare")
     assert text.startswith("First Citizen:") and len(text) == 1_115_394
-
-
-def test_course_corpus_has_both_languages():
-    text = load_corpus("course")
-    assert len(text) > 5_000
-    assert "GPT" in text and any("\u4e00" <= ch <= "\u9fff" for ch in text)
-    assert "<!--" not in text and "--8<--" not in text
-    en, zh = load_corpus("course-en"), load_corpus("course-zh")
-    assert len(en) + len(zh) == len(text)
 
 
 def test_load_corpus_path_and_errors(tmp_path):

@@ -3,6 +3,7 @@
 import importlib
 import pkgutil
 import types
+from pathlib import Path
 
 import gptlib
 
@@ -19,3 +20,12 @@ def test_import_gives_the_module():
         module = importlib.import_module(f"gptlib.{name}")
         assert isinstance(module, types.ModuleType)
         assert isinstance(getattr(gptlib, name, module), types.ModuleType), f"gptlib.{name} is not the module"
+
+
+def test_the_library_never_reads_the_repository():
+    """What gptlib needs ships inside it (the course corpus is package data): a wheel
+    installed anywhere works. tests/test_wheel.py checks that for real."""
+    for path in sorted(Path(gptlib.__file__).parent.glob("*.py")):
+        text = path.read_text(encoding="utf-8")
+        for repository_path in ("parent.parent", '"docs"', "terms.yml", "shared/", '"snippets"', "REPO_DIR"):
+            assert repository_path not in text, f"{path.name} refers to {repository_path}"

@@ -1,0 +1,109 @@
+"""Freeze the course corpus: this repository's pages, code and glossary, as package data.
+
+    ./dev corpus            # or: python scripts/freeze_course_corpus.py
+
+Pages and tests train on `load_corpus("course")` and its relatives. They read a frozen
+snapshot, gptlib/corpora/course-v<N>.json.gz, never the live docs/, so editing a page
+never moves a number that another page shows. Run this script only to make a new
+version on purpose: it writes the snapshot and prints its SHA-256, which then goes into
+`COURSE_CORPUS` in gptlib/data.py and the pin in tests/test_corpus.py; every page
+number measured on the old version has to be measured again.
+
+The snapshot holds what was derived from the repository at one commit:
+* pages: each page's sections (cut before every `## ` heading) in English and Chinese,
+  with HTML comments and `--8<--` include lines removed;
+* lines: the candidate lines of the English/Chinese/code classification data set
+  (prose lines of the pages outside code blocks, every line of gptlib/ and snippets/);
+* glossary: the (English, Chinese) pairs of terms.yml.
+"""
+
+import argparse
+import gzip
+import hashlib
+import json
+import re
+import subprocess
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCS = ROOT / "docs"
+SKIP_LINE = re.compile(r"^(#|\||!\[|<|```|\?\?\?|[-*] \[|[-=]{3})")  # headings, tables, figures, HTML, fences
+CJK = re.compile(r"[\u4e00-\u9fff]")
+
+
+def english_pages() -> list[Path]:
+    """The English pages in reading order, Home first."""
+    pages = [p for p in DOCS.glob("*.md") if not p.name.endswith(".zh.md")]
+    return sorted(pages, key=lambda p: "00" if p.stem == "index" else p.stem)
+
+
+def chinese_twin(page: Path) -> Path:
+    return page.with_name(page.stem + ".zh.md")
+
+
+def page_sections(page: Path) -> list[str]:
+    """A page's text (HTML comments and snippet includes removed), cut before each `## ` heading."""
+    if not page.exists():
+        return []
+    text = page.read_text(encoding="utf-8")
+    text = re.sub(r"<!--.*?-->", "", text, flags=re.S)
+    text = re.sub(r"^\s*-+8<-+.*$\n?", "", text, flags=re.M)
+    return [part for part in re.split(r"(?m)^(?=## )", text.strip() + "\n\n") if part]
+
+
+def prose_lines(page: Path, chinese: bool) -> list[str]:
+    """Lines of prose: outside code blocks, not headings/tables/HTML, in the page's language."""
+    lines, in_code = [], False
+    for line in page.read_text(encoding="utf-8").splitlines():
+        if line.lstrip().startswith("```"):
+            in_code = not in_code
+        if in_code or SKIP_LINE.match(line.lstrip()):
+            continue
+        if chinese == bool(CJK.search(line)):  # Chinese pages: only the lines with Chinese in them
+            lines.append(line.strip())
+    return lines
+
+
+def code_lines() -> list[str]:
+    sources = sorted([*(ROOT / "gptlib").glob("*.py"), *(ROOT / "snippets").glob("*.py")])
+    return [line.strip() for source in sources for line in source.read_text(encoding="utf-8").splitlines()]
+
+
+def keep(lines: list[str]) -> list[str]:
+    return [line for line in lines if line and "--8<--" not in line]
+
+
+def snapshot(version: int) -> dict:
+    pages = english_pages()
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    terms = yaml.safe_load((ROOT / "terms.yml").read_text(encoding="utf-8"))
+    return {
+        "name": "course",
+        "version": version,
+        "source_commit": commit,
+        "pages": [{"page": p.stem, "en": page_sections(p), "zh": page_sections(chinese_twin(p))} for p in pages],
+        "lines": {
+            "english": keep([line for p in pages for line in prose_lines(p, chinese=False)]),
+            "chinese": keep([line for p in pages if chinese_twin(p).exists()
+                             for line in prose_lines(chinese_twin(p), chinese=True)]),
+            "code": keep(code_lines()),
+        },
+        "glossary": [[t["en"], t["zh"]] for t in terms],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--version", type=int, required=True, help="the snapshot version to write (course-vN)")
+    parser.add_argument("--out", type=Path, help="where to write (default: gptlib/corpora/course-vN.json.gz)")
+    args = parser.parse_args()
+    data = json.dumps(snapshot(args.version), ensure_ascii=False, sort_keys=True, indent=0).encode("utf-8")
+    out = args.out or ROOT / "gptlib" / "corpora" / f"course-v{args.version}.json.gz"
+    out.write_bytes(gzip.compress(data, compresslevel=9, mtime=0))  # mtime=0: the same bytes every time
+    print(f"{out}: {out.stat().st_size:,} bytes, sha256 {hashlib.sha256(out.read_bytes()).hexdigest()}")
+
+
+if __name__ == "__main__":
+    main()
