@@ -5,11 +5,15 @@ The Python blocks of a page run in ONE fresh interpreter (a subprocess), one aft
 other, like a reader pasting them into a new Python session; shell blocks run with bash
 in the same working directory. `--8<--` includes are expanded first, exactly as the
 site build expands them (tests/pagecode.py). See CONTRIBUTING.md for the markers.
+
+Selecting one block (`-k`, `--lf`, a node id) runs the blocks before it first, quietly:
+a block never runs in a session that lacks what the page did before it. Figures the
+pages draw go to a temporary folder; the last item compares them with docs/figures/
+(`./dev figures` redraws those).
 """
 
 from __future__ import annotations
 
-import doctest
 import json
 import os
 import select
@@ -20,10 +24,8 @@ import tempfile
 from collections import Counter
 from pathlib import Path
 
+import pagecode  # tests/ is on the path: pythonpath in pyproject.toml
 import pytest
-
-sys.path.insert(0, str(Path(__file__).parent / "tests"))
-import pagecode  # noqa: E402
 
 # A local Tiny Shakespeare beside the clone (as ./dev sets it), for pytest run directly.
 SHARED_SHAKESPEARE = Path(__file__).parent.parent / "shared" / "data" / "tinyshakespeare.txt"
@@ -31,7 +33,8 @@ if SHARED_SHAKESPEARE.is_file():
     os.environ.setdefault("GPTLIB_TINYSHAKESPEARE", str(SHARED_SHAKESPEARE))
 
 BLOCK_TIMEOUT_S = 600
-FIGURES_DIR = pagecode.DOCS / "figures"
+COMMITTED_FIGURES = pagecode.DOCS / "figures"
+FIGURE_TOLERANCE = 8.0  # RMS difference (0-255) allowed between a redrawn figure and the committed one
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -41,6 +44,15 @@ def pytest_configure(config: pytest.Config) -> None:
             "conftest.py already runs every page's blocks with the includes expanded"
         )
     config._page_counts = Counter()  # type: ignore[attr-defined]
+    # $PAGE_FIGURES_DIR (set by `./dev figures`) redraws the committed figures; a plain
+    # test run draws them into a temporary folder and only compares.
+    chosen = os.environ.get("PAGE_FIGURES_DIR")
+    config._figures_dir = Path(chosen) if chosen else Path(tempfile.mkdtemp(prefix="page-figures-"))  # type: ignore[attr-defined]
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if not os.environ.get("PAGE_FIGURES_DIR"):
+        shutil.rmtree(config._figures_dir, ignore_errors=True)
 
 
 def pytest_collect_file(file_path: Path, parent: pytest.Collector):
@@ -52,19 +64,23 @@ def pytest_collect_file(file_path: Path, parent: pytest.Collector):
 class PageSession:
     """A fresh Python interpreter plus a working directory, shared by one page's blocks."""
 
-    def __init__(self, page: Path):
+    def __init__(self, page: Path, figures_dir: Path):
         self.page = page
+        self.figures_dir = figures_dir
         self.cwd = Path(tempfile.mkdtemp(prefix=f"page-{page.stem}-"))
         self.stderr = open(self.cwd / ".session-stderr.log", "w+", encoding="utf-8")
         self.proc: subprocess.Popen | None = None
         self.failed: str | None = None  # the first failing block, for the blocks after it
+        self.next_block = 0  # blocks before this index have run
 
     def env(self) -> dict[str, str]:
         env = dict(os.environ)
         env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
-        env["MPLBACKEND"] = "Agg"  # no windows: figures are written to docs/figures/ instead
-        env["PAGE_FIGURES_DIR"] = str(FIGURES_DIR)
+        env["MPLBACKEND"] = "Agg"  # no windows: figures are written to files instead
+        env["PAGE_FIGURES_DIR"] = str(self.figures_dir)
         env["PYTHONUNBUFFERED"] = "1"
+        # The numbers on the pages were measured on the CPU: a laptop's GPU would print others.
+        env["GPTLIB_DEVICE"] = os.environ.get("PAGE_DEVICE", "cpu")
         return env
 
     def run_python(self, code: str, filename: str) -> dict:
@@ -96,6 +112,22 @@ class PageSession:
         error = None if done.returncode == 0 else f"exit status {done.returncode}\n{done.stderr[-3000:]}"
         return {"ok": error is None, "stdout": done.stdout, "error": error}
 
+    def run(self, block: pagecode.Block) -> str | None:
+        """Run one block and check its output; return None, or what went wrong."""
+        filename = f"{block.page.relative_to(pagecode.ROOT)}, block at line {block.line}"
+        reply = self.run_shell(block.code) if block.kind == "shell" else self.run_python(block.code, filename)
+        if not reply["ok"]:
+            return reply["error"]
+        if block.expected_output is None and reply["stdout"].strip():
+            return ("the block printed output, but the page does not show it: add an expected-output "
+                    f"block under it (see CONTRIBUTING.md).\n--- code printed:\n{reply['stdout']}")
+        if block.expected_output is not None and not pagecode.output_matches(
+            block.expected_output, reply["stdout"], block.ignore_whitespace, block.tolerance
+        ):
+            return (f"printed output differs from the page{pagecode.describe_tolerance(block.tolerance)}.\n"
+                    f"--- page shows:\n{block.expected_output}--- code printed:\n{reply['stdout']}")
+        return None
+
     def stderr_tail(self) -> str:
         self.stderr.flush()
         return (self.cwd / ".session-stderr.log").read_text(encoding="utf-8", errors="replace")[-3000:]
@@ -113,17 +145,19 @@ class PageSession:
 class DocPage(pytest.File):
     def collect(self):
         self.session_ = None
+        self.blocks_: list[DocBlock] = []
         for block in pagecode.extract(self.path):
-            item = DocBlock.from_parent(self, name=f"line {block.line}", block=block)
+            item = DocBlock.from_parent(self, name=f"line {block.line}", block=block, index=len(self.blocks_))
             if block.kind == "shown":
                 item.add_marker(pytest.mark.skip(reason=f"shown, not run: {block.skip_reason}"))
             elif block.kind == "unaccounted":
                 item.add_marker(pytest.mark.xfail(
                     reason="neither run nor marked; see test_every_block_is_run_or_marked", run=False, strict=True))
+            self.blocks_.append(item)
             yield item
 
     def setup(self) -> None:
-        self.session_ = PageSession(self.path)
+        self.session_ = PageSession(self.path, self.config._figures_dir)
 
     def teardown(self) -> None:
         if self.session_ is not None:
@@ -134,43 +168,33 @@ class BlockFailed(Exception):
     pass
 
 
-def output_matches(shown: str, printed: str, ignore_whitespace: bool = False) -> bool:
-    """The page's output block against what the code printed: `...` matches anything
-    (doctest's ELLIPSIS); trailing spaces and blank lines at either end do not count."""
-    def tidy(text: str) -> str:
-        return "\n".join(line.rstrip() for line in text.strip("\n").splitlines()) + "\n"
-
-    flags = doctest.ELLIPSIS | (doctest.NORMALIZE_WHITESPACE if ignore_whitespace else 0)
-    return doctest.OutputChecker().check_output(tidy(shown), tidy(printed), flags)
-
-
 class DocBlock(pytest.Item):
-    def __init__(self, *, block: pagecode.Block, **kwargs):
+    def __init__(self, *, block: pagecode.Block, index: int, **kwargs):
         super().__init__(**kwargs)
         self.block = block
+        self.index = index
         self.lang = pagecode.language(block.page)
 
     def runtest(self) -> None:
-        session: PageSession = self.parent.session_
-        b = self.block
+        page: DocPage = self.parent
+        session: PageSession = page.session_
+        # The blocks before this one that did not run yet (a -k or --lf selection): run them
+        # first, as the reader did, so that this block finds what the page built before it.
+        for earlier in page.blocks_[session.next_block : self.index]:
+            if session.failed is None and earlier.block.kind in ("python", "shell"):
+                problem = session.run(earlier.block)
+                if problem:
+                    session.failed = f"{earlier.name}, run first because this block needs it: {problem}"
+        session.next_block = self.index + 1
         if session.failed:
             raise BlockFailed(f"not run: an earlier block of this page failed ({session.failed})")
-        filename = f"{b.page.relative_to(pagecode.ROOT)}, block at line {b.line}"
-        reply = session.run_shell(b.code) if b.kind == "shell" else session.run_python(b.code, filename)
-        if not reply["ok"]:
+        problem = session.run(self.block)
+        if problem:
             session.failed = self.name
-            raise BlockFailed(reply["error"])
-        if b.expected_output is None and reply["stdout"].strip():
-            session.failed = self.name
-            raise BlockFailed("the block printed output, but the page does not show it: add an expected-output "
-                              f"block under it (see CONTRIBUTING.md).\n--- code printed:\n{reply['stdout']}")
-        if b.expected_output is not None:
-            if not output_matches(b.expected_output, reply["stdout"], b.ignore_whitespace):
-                session.failed = self.name
-                raise BlockFailed(f"printed output differs from the page.\n--- page shows:\n{b.expected_output}"
-                                  f"--- code printed:\n{reply['stdout']}")
+            raise BlockFailed(problem)
+        if self.block.expected_output is not None:
             self.config._page_counts[(self.lang, "output checked")] += 1
-        self.config._page_counts[(self.lang, f"{b.kind} run")] += 1
+        self.config._page_counts[(self.lang, f"{self.block.kind} run")] += 1
 
     def repr_failure(self, excinfo, style=None) -> str:
         if isinstance(excinfo.value, BlockFailed):
@@ -180,6 +204,47 @@ class DocBlock(pytest.Item):
 
     def reportinfo(self):
         return self.block.page, self.block.line - 1, f"{self.block.page.name}::{self.name}"
+
+
+class FiguresAreCurrent(pytest.Item):
+    """After the pages ran: each figure they drew matches the committed docs/figures/ copy."""
+
+    def runtest(self) -> None:
+        from matplotlib.testing.compare import compare_images
+
+        drawn = sorted(self.config._figures_dir.glob("*.png"))
+        if self.config._figures_dir.resolve() == COMMITTED_FIGURES.resolve():
+            pytest.skip("the figures were just redrawn into docs/figures")
+        stale = []
+        for new in drawn:
+            old = COMMITTED_FIGURES / new.name
+            if not old.exists():
+                stale.append(f"{new.name}: drawn by a page but not in docs/figures")
+                continue
+            try:
+                diff = compare_images(str(old), str(new), tol=FIGURE_TOLERANCE, in_decorator=True)
+            except Exception as e:  # noqa: BLE001 - a size mismatch is reported as an exception
+                stale.append(f"{new.name}: {e}".splitlines()[0])
+                continue
+            if diff is not None:
+                stale.append(f"{new.name}: RMS difference {diff['rms']:.1f} > {FIGURE_TOLERANCE}")
+        if stale:
+            raise BlockFailed("committed figures differ from what the pages draw now; redraw them with "
+                              "`./dev figures` and commit docs/figures/:\n  " + "\n  ".join(stale))
+
+    def repr_failure(self, excinfo, style=None) -> str:
+        if isinstance(excinfo.value, BlockFailed):
+            return str(excinfo.value)
+        return super().repr_failure(excinfo)
+
+    def reportinfo(self):
+        return COMMITTED_FIGURES, None, "docs/figures are current"
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list) -> None:
+    if any(isinstance(item, DocBlock) for item in items):
+        items.append(FiguresAreCurrent.from_parent(session, name="docs/figures are current"))
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:

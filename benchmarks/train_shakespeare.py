@@ -21,6 +21,7 @@ import torch
 
 from gptlib import (GPT, CharTokenizer, TrainConfig, encode_corpus, generate, get_device, load_corpus,
                     preset_config, seed_everything, train, train_val_split)
+from gptlib.checkpoint import CHECKPOINT_NAME, RunCheckpoint
 from report import write_report  # benchmarks/report.py
 
 REFERENCE_VAL_LOSS = 1.88  # nanoGPT shakespeare-char, CPU, 2000 iterations
@@ -56,10 +57,11 @@ def main() -> None:
     start = time.perf_counter()
     stops = list(range(args.eval_interval, args.steps, args.eval_interval)) + [None]
     for i, stop in enumerate(stops):
-        result = train(model, train_data, val_data, config, tokenizer=tok, out_dir=args.run_dir,
-                       resume=i > 0, stop_at_step=stop)
+        checkpoint = RunCheckpoint(args.run_dir / CHECKPOINT_NAME, tok, resume=i > 0)
+        result = train(model, train_data, val_data, config, out_dir=args.run_dir, checkpoint=checkpoint,
+                       stop_at_step=stop)
         minutes_at[result.steps] = (time.perf_counter() - start) / 60
-        history += result.history  # the evaluation of step `stop` runs at the start of the next slice
+        history += result.history  # each slice ends with the evaluation of its last step
     elapsed = (time.perf_counter() - start) / 60
 
     print()

@@ -18,7 +18,7 @@ old checkpoint, so a crash or a full disk mid-save never destroys the last good 
 import json
 import os
 import random
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,9 +29,56 @@ from safetensors.torch import save as safetensors_bytes
 
 from gptlib.model import GPT, GPTConfig
 from gptlib.tokenizer import Tokenizer, tokenizer_from_dict
+from gptlib.training import TrainState
 # --8<-- [end:imports]
 
-# --8<-- [start:ch10_format]
+# --8<-- [start:rng]
+def get_rng_state() -> dict[str, Any]:
+    """Every random number generator's state, so a resumed run draws the same numbers."""
+    return {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+# --8<-- [end:rng]
+
+
+# --8<-- [start:atomic]
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write `data` to `path` so that readers see the old file or the new one, never half."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())  # the bytes are on disk before the rename makes them visible
+        os.replace(tmp, path)  # atomic on POSIX and Windows
+    except BaseException as e:  # a full disk, or a second Ctrl-C: never leave a half-written file behind
+        tmp.unlink(missing_ok=True)
+        if isinstance(e, OSError):
+            raise OSError(e.errno, f"could not write checkpoint {path} ({e.strerror}); "
+                          "any previous file there is unchanged") from e
+        raise
+    if hasattr(os, "O_DIRECTORY"):  # make the rename itself durable
+        fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+# --8<-- [end:atomic]
+
+
+# --8<-- [start:format]
 FORMAT = "gptlib-checkpoint"
 VERSION = 1
 
@@ -56,30 +103,10 @@ class Checkpoint:
         if missing or unexpected:
             raise CheckpointError(f"checkpoint does not match GPT(config): missing {missing}, unexpected {unexpected}")
         return model.to(device)
-# --8<-- [end:ch10_format]
+# --8<-- [end:format]
 
 
-# --8<-- [start:rng]
-def get_rng_state() -> dict[str, Any]:
-    """Every random number generator's state, so a resumed run draws the same numbers."""
-    return {
-        "python": random.getstate(),
-        "numpy": np.random.get_state(),
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-    }
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
-    if state["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-# --8<-- [end:rng]
-
-
-# --8<-- [start:ch10_json]
+# --8<-- [start:json_state]
 def _rng_to_json(state: dict[str, Any]) -> dict[str, Any]:
     version, internal, gauss = state["python"]
     name, keys, pos, has_gauss, cached = state["numpy"]
@@ -126,7 +153,7 @@ def _join_optimizer_state(tensors: dict[str, torch.Tensor], data: dict[str, Any]
     groups = [{k: tuple(v) if isinstance(v, list) and k != "params" else v for k, v in g.items()}
               for g in data["param_groups"]]
     return {"state": dict(sorted(state.items())), "param_groups": groups}
-# --8<-- [end:ch10_json]
+# --8<-- [end:json_state]
 
 
 # --8<-- [start:save]
@@ -173,32 +200,6 @@ def save_checkpoint(
     atomic_write_bytes(path, safetensors_bytes(tensors, metadata=metadata))
     return path
 # --8<-- [end:save]
-
-
-# --8<-- [start:atomic]
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write `data` to `path` so that readers see the old file or the new one, never half."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())  # the bytes are on disk before the rename makes them visible
-        os.replace(tmp, path)  # atomic on POSIX and Windows
-    except BaseException as e:  # a full disk, or a second Ctrl-C: never leave a half-written file behind
-        tmp.unlink(missing_ok=True)
-        if isinstance(e, OSError):
-            raise OSError(e.errno, f"could not write checkpoint {path} ({e.strerror}); "
-                          "any previous file there is unchanged") from e
-        raise
-    if hasattr(os, "O_DIRECTORY"):  # make the rename itself durable
-        fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-# --8<-- [end:atomic]
 
 
 # --8<-- [start:load]
@@ -253,11 +254,70 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
 # --8<-- [end:load]
 
 
-# --8<-- [start:ch10_load_model]
+# --8<-- [start:load_model]
 def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[GPT, Tokenizer | None]:
     """The model (in eval mode) and tokenizer stored in a checkpoint."""
     ckpt = load_checkpoint(path)
     model = ckpt.build_model(device)
     model.eval()
     return model, ckpt.tokenizer
-# --8<-- [end:ch10_load_model]
+# --8<-- [end:load_model]
+
+
+# --8<-- [start:run_checkpoint]
+CHECKPOINT_NAME = "checkpoint.safetensors"
+
+
+class RunCheckpoint:
+    """The checkpoint of a training run, for `train(..., checkpoint=RunCheckpoint(...))`.
+
+    `train` saves the run here at every evaluation, at the end and on Ctrl-C. With
+    `resume=True` it first restores the saved run: weights, optimizer, scaler, random
+    number generators and step, so the run goes on exactly where it stopped.
+    """
+
+    def __init__(self, path: str | Path, tokenizer: Tokenizer | None = None, resume: bool = False):
+        self.path = Path(path)
+        self.tokenizer = tokenizer
+        self.resume = resume
+
+    def restore(self, state: TrainState) -> None:
+        if not self.resume:
+            return
+        if not self.path.is_file():
+            raise FileNotFoundError(f"resume=True but there is no checkpoint at {self.path}")
+        ckpt = load_checkpoint(self.path)
+        if ckpt.config != state.model.config:
+            raise ValueError(f"checkpoint config {ckpt.config} differs from the model's {state.model.config}")
+        if self.tokenizer is not None and ckpt.tokenizer is not None \
+                and self.tokenizer.to_dict() != ckpt.tokenizer.to_dict():
+            raise ValueError("the tokenizer differs from the checkpoint's: its token ids would mean other text")
+        if ckpt.optimizer_state is None:
+            raise CheckpointError(f"{self.path} holds no optimizer state (a model saved for inference?): "
+                                  "it cannot be resumed")
+        state.model.load_state_dict(ckpt.model_state)
+        state.optimizer.load_state_dict(ckpt.optimizer_state)
+        if "scaler" in ckpt.extra:
+            state.scaler.load_state_dict(ckpt.extra["scaler"])
+        set_rng_state(ckpt.rng_state)  # after train() seeded: the next batch is the one due next
+        state.step = ckpt.step
+
+    def save(self, state: TrainState) -> Path:
+        extra: dict[str, Any] = {"train_config": asdict(state.config)}
+        if state.scaler.is_enabled():
+            extra["scaler"] = state.scaler.state_dict()
+        return save_checkpoint(self.path, state.model, state.optimizer, state.step, self.tokenizer, extra)
+
+
+def find_checkpoint(path: str | Path | None = None, runs_dir: str | Path = "runs") -> Path:
+    """A checkpoint file: `path` itself, the checkpoint in the run folder `path`, or
+    (with no path) the newest runs_dir/*/checkpoint.safetensors."""
+    if path is not None:
+        path = Path(path)
+        return path / CHECKPOINT_NAME if path.is_dir() else path
+    found = sorted(Path(runs_dir).glob(f"*/{CHECKPOINT_NAME}"), key=lambda p: p.stat().st_mtime)
+    if not found:
+        raise FileNotFoundError(f"no checkpoint in {runs_dir}/*/: train one first (gptlib train) "
+                                "or name one")
+    return found[-1]
+# --8<-- [end:run_checkpoint]

@@ -11,7 +11,8 @@ import torch
 import torch.nn as nn
 from safetensors.torch import save as safetensors_bytes
 
-from gptlib.checkpoint import CheckpointError, atomic_write_bytes, load_checkpoint, load_model, save_checkpoint
+from gptlib.checkpoint import (CHECKPOINT_NAME, CheckpointError, RunCheckpoint, atomic_write_bytes, find_checkpoint,
+                               load_checkpoint, load_model, save_checkpoint)
 from gptlib.data import encode_corpus, load_corpus, load_token_files, prepare_token_files, train_val_split
 from gptlib.finetuning import (LABELS, GPTClassifier, apply_lora, count_parameters, course_lines, encodable,
                              encode_instruction, encode_labelled, evaluate_classifier, exact_match, finetune, freeze_layers,
@@ -20,7 +21,7 @@ from gptlib.finetuning import (LABELS, GPTClassifier, apply_lora, count_paramete
 from gptlib.generation import stream
 from gptlib.model import GPT, PRESETS, preset_config
 from gptlib.tokenizer import BPETokenizer, CharTokenizer, Tokenizer, UnknownCharacterError
-from gptlib.training import CHECKPOINT_NAME, TRAIN_PRESETS, NonFiniteLossError, TrainConfig, estimate_loss, train
+from gptlib.training import TRAIN_PRESETS, NonFiniteLossError, TrainConfig, estimate_loss, train
 from gptlib.utils import seed_everything
 
 RUNS_DIR = Path("runs")
@@ -174,7 +175,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(f"{source} {len(train_data) + len(val_data):,} tokens ({tokenizer.kind} tokenizer, "
           f"vocab {tokenizer.vocab_size})")
     print(f"model {args.preset}: {model.num_params():,} parameters; training {config.max_steps} steps -> {out_dir}")
-    result = train(model, train_data, val_data, config, tokenizer=tokenizer, out_dir=out_dir, resume=args.resume,
+    checkpoint = RunCheckpoint(out_dir / CHECKPOINT_NAME, tokenizer, resume=args.resume)
+    result = train(model, train_data, val_data, config, out_dir=out_dir, checkpoint=checkpoint,
                    stop_at_step=args.stop_at)
     final = result.final
     if result.interrupted or result.stopped_early:
@@ -186,15 +188,6 @@ def cmd_train(args: argparse.Namespace) -> int:
               f"({result.seconds:.0f} s)")
     print(f"checkpoint: {result.checkpoint}")
     return 130 if result.interrupted else 0
-
-
-def find_checkpoint(path: Path | None) -> Path:
-    if path is not None:
-        return path / CHECKPOINT_NAME if path.is_dir() else path
-    found = sorted(RUNS_DIR.glob(f"*/{CHECKPOINT_NAME}"), key=lambda p: p.stat().st_mtime)
-    if not found:
-        raise FileNotFoundError(f"no checkpoint in {RUNS_DIR}/*/: train one first (gptlib train) or pass --checkpoint")
-    return found[-1]
 
 
 def cmd_sample(args: argparse.Namespace) -> int:

@@ -58,48 +58,8 @@ def freeze_layers(model: GPT, trainable_blocks: int) -> None:
 # --8<-- [end:freeze]
 
 
-# --8<-- [start:finetune_loop]
-def finetune(
-    model: nn.Module, next_batch: Callable[[], tuple[torch.Tensor, torch.Tensor]], config: TrainConfig
-) -> list[float]:
-    """Train `model` on batches from `next_batch()` and return the loss of every step.
-
-    The step is chapter 09's `train_step` (AdamW, warmup + cosine, clipping, mixed
-    precision); only the batches differ: examples instead of random windows of a
-    corpus. Frozen parameters (requires_grad=False) are left out of the optimizer.
-    """
-    device = get_device(config.device)
-    model.to(device)
-    if not any(p.requires_grad for p in model.parameters()):
-        raise ValueError("every parameter is frozen: there is nothing to fine-tune")
-    optimizer = configure_optimizer(model, config)
-    autocast = autocast_for(device, config.dtype)
-    scaler = torch.amp.GradScaler(device.type, enabled=config.dtype == "float16")
-    torch.manual_seed(config.seed)
-    losses = []
-    model.train()
-    for step in tqdm(range(config.max_steps), disable=not config.progress, desc="finetune", unit="step"):
-        for group in optimizer.param_groups:
-            group["lr"] = lr_at(step, config)
-        batches = [tuple(t.to(device) for t in next_batch()) for _ in range(config.grad_accum_steps)]
-        loss, _ = train_step(model, optimizer, batches, config.grad_clip, autocast, scaler)
-        losses.append(loss)
-    model.eval()
-    return losses
-# --8<-- [end:finetune_loop]
-
-
 # --8<-- [start:classifier]
 PAD = -1  # pads classification inputs; no real token has this id
-
-
-def hidden_states(gpt: GPT, idx: torch.Tensor) -> torch.Tensor:
-    """What GPT.forward computes before lm_head: ids (B, T) -> vectors (B, T, C)."""
-    pos = torch.arange(idx.size(1), device=idx.device)  # (T,)
-    x = gpt.drop(gpt.tok_emb(idx) + gpt.pos_emb(pos))  # (B, T, C)
-    for block in gpt.blocks:
-        x = block(x)
-    return gpt.ln_f(x)  # (B, T, C)
 
 
 class GPTClassifier(nn.Module):
@@ -121,7 +81,7 @@ class GPTClassifier(nn.Module):
         self, idx: torch.Tensor, labels: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         lengths = (idx != PAD).sum(dim=1)  # (B,) real tokens per sequence
-        h = hidden_states(self.gpt, idx.clamp(min=0))  # (B, T, C); PAD becomes a harmless id 0
+        h = self.gpt.hidden_states(idx.clamp(min=0))  # (B, T, C); PAD becomes a harmless id 0
         last = h[torch.arange(idx.size(0), device=idx.device), lengths - 1]  # (B, C)
         logits = self.head(last)  # (B, n_classes)
         loss = F.cross_entropy(logits, labels) if labels is not None else None
@@ -212,6 +172,47 @@ def encodable(examples: Sequence[tuple], tokenizer: Tokenizer) -> list[tuple]:
 # --8<-- [end:classification_data]
 
 
+# --8<-- [start:finetune_loop]
+def finetune(
+    model: nn.Module, next_batch: Callable[[], tuple[torch.Tensor, torch.Tensor]], config: TrainConfig
+) -> list[float]:
+    """Train `model` on batches from `next_batch()` and return the loss of every step.
+
+    The step is chapter 09's `train_step` (AdamW, warmup + cosine, clipping, mixed
+    precision); only the batches differ: examples instead of random windows of a
+    corpus. Frozen parameters (requires_grad=False) are left out of the optimizer.
+    """
+    device = get_device(config.device)
+    model.to(device)
+    if not any(p.requires_grad for p in model.parameters()):
+        raise ValueError("every parameter is frozen: there is nothing to fine-tune")
+    optimizer = configure_optimizer(model, config)
+    autocast = autocast_for(device, config.dtype)
+    scaler = torch.amp.GradScaler(device.type, enabled=config.dtype == "float16")
+    torch.manual_seed(config.seed)
+    losses = []
+    model.train()
+    for step in tqdm(range(config.max_steps), disable=not config.progress, desc="finetune", unit="step"):
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(step, config)
+        batches = [tuple(t.to(device) for t in next_batch()) for _ in range(config.grad_accum_steps)]
+        loss, _ = train_step(model, optimizer, batches, config.grad_clip, autocast, scaler)
+        losses.append(loss)
+    model.eval()
+    return losses
+# --8<-- [end:finetune_loop]
+
+
+# --8<-- [start:batches]
+def random_batches(
+    examples: Sequence, batch_size: int, collate: Callable[[list], tuple[torch.Tensor, torch.Tensor]], seed: int = 0
+) -> Callable[[], tuple[torch.Tensor, torch.Tensor]]:
+    """A function that returns a batch of `batch_size` examples drawn at random (seeded)."""
+    rng = random.Random(seed)
+    return lambda: collate(rng.choices(examples, k=batch_size))
+# --8<-- [end:batches]
+
+
 # --8<-- [start:instruction_data]
 PROMPT_TEMPLATE = "In: {instruction}\nOut: "  # short: the prompt and response fit a 64-token window
 END = "\n"  # a response ends with a newline, so generation can stop there
@@ -265,16 +266,6 @@ def exact_match(model: GPT, tokenizer: Tokenizer, pairs: Sequence[tuple[str, str
     """The share of (instruction, response) pairs that the model answers exactly."""
     return sum(respond(model, tokenizer, q) == a for q, a in pairs) / len(pairs)
 # --8<-- [end:instruction_data]
-
-
-# --8<-- [start:batches]
-def random_batches(
-    examples: Sequence, batch_size: int, collate: Callable[[list], tuple[torch.Tensor, torch.Tensor]], seed: int = 0
-) -> Callable[[], tuple[torch.Tensor, torch.Tensor]]:
-    """A function that returns a batch of `batch_size` examples drawn at random (seeded)."""
-    rng = random.Random(seed)
-    return lambda: collate(rng.choices(examples, k=batch_size))
-# --8<-- [end:batches]
 
 
 # --8<-- [start:lora]

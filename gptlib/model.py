@@ -1,11 +1,12 @@
-"""The GPT model: configuration, attention, MLP, Transformer block, and the model itself.
+"""The GPT model, in the order the course builds it: the configuration, attention, the
+MLP, the Transformer block, the GPT itself, size presets, and the KV cache that
+generation uses.
 
 Shapes in comments use B = batch size, T = sequence length (time), C = n_embd
 (channels), H = n_head, D = C // H (head size), V = vocab_size.
 
-Chapters 05-08 build this file piece by piece.
+Chapters 05-08 build this file; chapter 11 adds the KV cache.
 """
-
 
 # --8<-- [start:imports]
 import math
@@ -15,18 +16,26 @@ from typing import Any
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.nn.attention.bias import causal_lower_right
+
 # --8<-- [end:imports]
 
 
 # --8<-- [start:config]
 @dataclass
 class GPTConfig:
-    vocab_size: int = 65
+    """The sizes a GPT is built from (`gptlib train --help` lists them as flags).
+
+    >>> GPTConfig(n_embd=96, n_head=4).n_embd // 4  # each head gets n_embd / n_head
+    24
+    """
+
+    vocab_size: int = 65  # token ids are 0 .. vocab_size - 1 (the tokenizer's)
     block_size: int = 64  # the longest context the model sees (number of positions)
-    n_layer: int = 4
-    n_head: int = 4
-    n_embd: int = 128
-    dropout: float = 0.0
+    n_layer: int = 4  # Transformer blocks
+    n_head: int = 4  # attention heads per block
+    n_embd: int = 128  # the width of every token's vector
+    dropout: float = 0.0  # share of units dropped while training
     bias: bool = True  # biases in Linear layers and LayerNorms, as in GPT-2
 
     def __post_init__(self) -> None:
@@ -38,7 +47,6 @@ class GPTConfig:
             raise ValueError(f"n_embd={self.n_embd} must be divisible by n_head={self.n_head}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
-# --8<-- [end:config]
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -48,57 +56,11 @@ class GPTConfig:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
-            raise ValueError(f"unknown GPTConfig field(s) {unknown}; known fields are {sorted(known)}")
+            raise ValueError(f"unknown GPTConfig field(s) {unknown}; known: {sorted(known)}")
         return cls(**data)
 
 
-# Model sizes, smallest first. vocab_size comes from the tokenizer, except for gpt2,
-# whose vocabulary is fixed by its tokenizer (50257 tokens).
-# --8<-- [start:presets]
-PRESETS: dict[str, dict[str, Any]] = {
-    "nano": dict(n_layer=2, n_head=4, n_embd=64, block_size=64),  # ~0.1M parameters: seconds, for tests and demos
-    "tiny": dict(n_layer=4, n_head=4, n_embd=128, block_size=64),  # ~0.8M: about a minute on a laptop CPU
-    "small": dict(n_layer=6, n_head=6, n_embd=384, block_size=256, dropout=0.2),  # ~10.7M: wants a GPU
-    "gpt2": dict(n_layer=12, n_head=12, n_embd=768, block_size=1024, vocab_size=50257),  # 124M: GPT-2 small
-}
-
-
-def preset_config(name: str, **overrides: Any) -> "GPTConfig":
-    """A GPTConfig from a preset name, with any field overridden (e.g. vocab_size=...)."""
-    if name not in PRESETS:
-        raise ValueError(f"unknown preset {name!r}; choose one of {list(PRESETS)}")
-    return GPTConfig(**{**PRESETS[name], **overrides})
-# --8<-- [end:presets]
-
-
-# --8<-- [start:kv_cache]
-class KVCache:
-    """The keys and values of the tokens seen so far, one slot per layer.
-
-    During generation each new token only needs its own query against the keys and
-    values of all earlier tokens; keeping them avoids recomputing the whole prefix.
-    """
-
-    def __init__(self, n_layer: int):
-        self.keys: list[torch.Tensor | None] = [None] * n_layer
-        self.values: list[torch.Tensor | None] = [None] * n_layer
-
-    def length(self, layer: int = 0) -> int:
-        """How many positions this layer has cached."""
-        k = self.keys[layer]
-        return 0 if k is None else k.size(2)
-
-    def __len__(self) -> int:
-        return self.length(0)
-
-    def append(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Add this step's k, v (B, H, T_new, D) and return all of them (B, H, T_past + T_new, D)."""
-        if self.keys[layer] is not None:
-            k = torch.cat([self.keys[layer], k], dim=2)
-            v = torch.cat([self.values[layer], v], dim=2)
-        self.keys[layer], self.values[layer] = k, v
-        return k, v
-# --8<-- [end:kv_cache]
+# --8<-- [end:config]
 
 
 # --8<-- [start:attention]
@@ -107,34 +69,33 @@ class CausalSelfAttention(nn.Module):
 
     def __init__(self, config: GPTConfig, layer: int = 0):
         super().__init__()
-        self.layer = layer  # which slot of a KVCache is ours
+        self.layer = layer  # which slot of a KVCache is ours (chapter 11)
         self.n_head = config.n_head
         self.dropout = config.dropout
-        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)  # q, k, v in one matmul
+        # q, k and v of all heads in one matmul
+        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
         self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
         self.resid_dropout = nn.Dropout(config.dropout)
 
-    def forward(self, x: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cache: "KVCache | None" = None) -> torch.Tensor:
         B, T, C = x.shape
         q, k, v = self.c_attn(x).split(C, dim=2)  # each (B, T, C)
         # split C into H heads of size D and move heads next to batch: (B, H, T, D)
         q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
         k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
         v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
-        past = 0
-        if cache is not None:
-            past = cache.length(self.layer)
-            k, v = cache.append(self.layer, k, v)  # (B, H, past + T, D)
+        mask = None  # None: the usual causal mask (is_causal)
+        if cache is not None:  # generating: earlier tokens' keys and values come too
+            k, v, mask = cache.update(self.layer, k, v)  # (B, H, past + T, D)
+        # softmax(q k^T / sqrt(D) + causal mask) v, with a fused kernel where one exists
         dropout_p = self.dropout if self.training else 0.0
-        if past == 0:
-            # softmax(q k^T / sqrt(D) + causal mask) v, with a fused kernel where one exists
-            y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=dropout_p)  # (B, H, T, D)
-        else:
-            # new query i sits at position past + i and may see keys 0 .. past + i
-            mask = torch.ones(T, past + T, dtype=torch.bool, device=x.device).tril(diagonal=past)
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
-        y = y.transpose(1, 2).contiguous().view(B, T, C)  # heads side by side again: (B, T, C)
+        y = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, is_causal=mask is None, dropout_p=dropout_p
+        )  # (B, H, T, D)
+        y = y.transpose(1, 2).contiguous().view(B, T, C)  # heads side by side: (B, T, C)
         return self.resid_dropout(self.c_proj(y))
+
+
 # --8<-- [end:attention]
 
 
@@ -150,7 +111,10 @@ class MLP(nn.Module):
         self.dropout = nn.Dropout(config.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.dropout(self.c_proj(self.gelu(self.c_fc(x))))  # (B, T, C) -> (B, T, 4C) -> (B, T, C)
+        # (B, T, C) -> (B, T, 4C) -> (B, T, C)
+        return self.dropout(self.c_proj(self.gelu(self.c_fc(x))))
+
+
 # --8<-- [end:mlp]
 
 
@@ -165,15 +129,32 @@ class Block(nn.Module):
         self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
         self.mlp = MLP(config)
 
-    def forward(self, x: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cache: "KVCache | None" = None) -> torch.Tensor:
         x = x + self.attn(self.ln_1(x), cache)  # (B, T, C): tokens exchange information
         x = x + self.mlp(self.ln_2(x))  # (B, T, C): each token thinks on its own
         return x
+
+
 # --8<-- [end:block]
 
 
 # --8<-- [start:gpt]
 class GPT(nn.Module):
+    """A GPT language model: token ids in, the logits of the next token at every
+    position out (and the loss, given targets).
+
+    Token and position embeddings, n_layer Transformer blocks, a final LayerNorm, and
+    a linear head that shares its matrix with the token embedding.
+
+    >>> model = GPT(GPTConfig(vocab_size=10, block_size=8, n_layer=1, n_head=2, n_embd=16))
+    >>> idx = torch.tensor([[1, 2, 3]])  # one sequence of 3 token ids: (B, T)
+    >>> logits, loss = model(idx, targets=torch.tensor([[2, 3, 4]]))
+    >>> logits.shape  # a score for each of the 10 tokens, at each of the 3 positions
+    torch.Size([1, 3, 10])
+    >>> abs(loss.item() - math.log(10)) < 0.2  # untrained: about a uniform guess, ln(10)
+    True
+    """
+
     def __init__(self, config: GPTConfig):
         super().__init__()
         self.config = config
@@ -205,28 +186,112 @@ class GPT(nn.Module):
         elif isinstance(module, nn.Embedding):
             nn.init.normal_(module.weight, mean=0.0, std=0.02)
 
-    def forward(
-        self, idx: torch.Tensor, targets: torch.Tensor | None = None, cache: KVCache | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def hidden_states(self, idx: torch.Tensor, cache: "KVCache | None" = None) -> torch.Tensor:
+        """What the head reads: token ids (B, T) -> vectors (B, T, C)."""
         B, T = idx.shape
         past = len(cache) if cache is not None else 0  # positions already in the cache
         if past + T > self.config.block_size:
-            raise ValueError(f"sequence length {past + T} is longer than block_size={self.config.block_size}")
+            raise ValueError(f"sequence length {past + T} is longer than "
+                             f"block_size={self.config.block_size}")
         # --8<-- [start:embed_forward]
         pos = torch.arange(past, past + T, device=idx.device)  # (T,)
         x = self.drop(self.tok_emb(idx) + self.pos_emb(pos))  # (B, T, C) + (T, C) -> (B, T, C)
         # --8<-- [end:embed_forward]
         for block in self.blocks:
             x = block(x, cache)  # (B, T, C)
-        x = self.ln_f(x)  # (B, T, C)
-        logits = self.lm_head(x)  # (B, T, V)
+        return self.ln_f(x)  # (B, T, C)
+
+    def forward(
+        self,
+        idx: torch.Tensor,
+        targets: torch.Tensor | None = None,
+        cache: "KVCache | None" = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        logits = self.lm_head(self.hidden_states(idx, cache))  # (B, T, V)
         loss = None
         if targets is not None:
             # ignore_index=-100 lets fine-tuning mask positions out of the loss
-            loss = F.cross_entropy(logits.view(B * T, -1), targets.view(B * T), ignore_index=-100)
+            loss = F.cross_entropy(
+                logits.flatten(0, 1), targets.flatten(), ignore_index=-100
+            )  # (B * T, V) against (B * T,)
         return logits, loss
+
+    def num_params(self, non_embedding: bool = False) -> int:
+        """Number of parameters, counting the tied embedding/head matrix once.
+
+        `non_embedding=True` leaves out the position embeddings, as nanoGPT does when it
+        reports model sizes (the token embedding stays: it is also the output layer).
+        """
+        n = sum(p.numel() for p in self.parameters())  # a shared tensor is listed once
+        return n - self.pos_emb.weight.numel() if non_embedding else n
+
+
 # --8<-- [end:gpt]
 
-    def num_params(self) -> int:
-        """Number of parameters, counting the tied embedding/head matrix once."""
-        return sum(p.numel() for p in self.parameters())  # parameters() yields a shared tensor once
+
+# Model sizes, smallest first. vocab_size comes from the tokenizer, except for gpt2,
+# whose vocabulary is fixed by its tokenizer (50257 tokens).
+# --8<-- [start:presets]
+PRESETS: dict[str, dict[str, Any]] = {
+    # ~0.1M parameters: seconds, for tests and demos
+    "nano": dict(n_layer=2, n_head=4, n_embd=64, block_size=64),
+    # ~0.8M: about a minute on a laptop CPU
+    "tiny": dict(n_layer=4, n_head=4, n_embd=128, block_size=64),
+    # ~10.7M: wants a GPU
+    "small": dict(n_layer=6, n_head=6, n_embd=384, block_size=256, dropout=0.2),
+    # 124M: GPT-2 small
+    "gpt2": dict(n_layer=12, n_head=12, n_embd=768, block_size=1024, vocab_size=50257),
+}
+
+
+def preset_config(name: str, **overrides: Any) -> GPTConfig:
+    """A GPTConfig from a preset name, with any field overridden (e.g. vocab_size=...).
+
+    >>> preset_config("nano", vocab_size=100).n_layer
+    2
+    """
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose one of {list(PRESETS)}")
+    return GPTConfig(**{**PRESETS[name], **overrides})
+
+
+# --8<-- [end:presets]
+
+
+# --8<-- [start:kv_cache]
+class KVCache:
+    """The keys and values of the tokens seen so far, one slot per layer.
+
+    During generation each new token needs only its own query, against the keys and
+    values of all earlier tokens; keeping them avoids recomputing the whole prefix.
+    `CausalSelfAttention` hands each layer's new keys and values to `update`.
+    """
+
+    def __init__(self, n_layer: int):
+        self.keys: list[torch.Tensor | None] = [None] * n_layer
+        self.values: list[torch.Tensor | None] = [None] * n_layer
+
+    def length(self, layer: int = 0) -> int:
+        """How many positions this layer has cached."""
+        k = self.keys[layer]
+        return 0 if k is None else k.size(2)
+
+    def __len__(self) -> int:
+        return self.length(0)
+
+    def update(
+        self, layer: int, k: torch.Tensor, v: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, Any]:
+        """Add this step's k, v (B, H, T, D) after the cached ones. Returns all keys and
+        values (B, H, past + T, D) and the causal mask for the T new queries: query i
+        sits at position past + i and may see keys 0 .. past + i."""
+        past = self.length(layer)
+        if past:
+            k = torch.cat([self.keys[layer], k], dim=2)
+            v = torch.cat([self.values[layer], v], dim=2)
+        self.keys[layer], self.values[layer] = k, v
+        T = k.size(2) - past
+        return k, v, causal_lower_right(T, past + T)  # the causal mask, bottom-right aligned
+
+
+# --8<-- [end:kv_cache]

@@ -14,17 +14,18 @@ import os
 import sys
 import traceback
 
-
 FIGURES_DIR = os.environ.get("PAGE_FIGURES_DIR")
-_saved_figures: set = set()
 
 
-def save_new_figures() -> None:
-    """Write each new labelled matplotlib figure to $PAGE_FIGURES_DIR/<label>.png.
+def save_figures() -> None:
+    """Write each labelled matplotlib figure that changed to $PAGE_FIGURES_DIR/<label>.png.
 
     A page makes a figure with `plt.figure(num="label")` or `plt.subplots(num="label")`
-    and shows it with `![...](figures/label.png)`: the picture on the site is the one
-    this code drew when the tests last ran.
+    and shows it with `![...](figures/label.png)`. This runs after every block, so a
+    figure that a later block draws on (or redraws under the same label) is saved as
+    it finally looks. A figure is written when it is `stale` (matplotlib sets the flag
+    whenever anything on it changes; we clear it after saving), so unchanged figures are
+    not written again.
     """
     if not FIGURES_DIR or "matplotlib.pyplot" not in sys.modules:
         return
@@ -33,11 +34,11 @@ def save_new_figures() -> None:
     for manager in Gcf.get_all_fig_managers():
         fig = manager.canvas.figure
         label = fig.get_label()
-        if label and fig not in _saved_figures:
+        if label and fig.stale:
             os.makedirs(FIGURES_DIR, exist_ok=True)
             fig.savefig(os.path.join(FIGURES_DIR, f"{label}.png"), dpi=110, bbox_inches="tight",
                         metadata={"Software": None})
-            _saved_figures.add(fig)
+            fig.stale = False
 
 
 def main() -> None:
@@ -59,7 +60,7 @@ def main() -> None:
             # Drop this driver's own frame; keep the block's frames and what they called.
             frames = [f for f in frames if f.filename != __file__]
             error = "".join(traceback.format_list(frames)) + "".join(traceback.format_exception_only(e))
-        save_new_figures()
+        save_figures()
         proto.write(json.dumps({"ok": error is None, "stdout": out.getvalue(), "error": error}) + "\n")
         proto.flush()
 

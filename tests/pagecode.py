@@ -6,6 +6,7 @@ See CONTRIBUTING.md ("How page code is tested") for the mechanism and the marker
 
 from __future__ import annotations
 
+import doctest
 import io
 import re
 from dataclasses import dataclass, field
@@ -44,14 +45,86 @@ def expand(path: Path) -> tuple[str, list[int]]:
     Returns the text and, for each of its lines, the page line it came from, so
     errors point at the real line of the .md file.
     """
-    pre = snippet_preprocessor()
     out: list[str] = []
     origin: list[int] = []
     for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        lines = pre.run([line]) if "8<-" in line else [line]
+        lines = snippet_preprocessor().run([line]) if "8<-" in line else [line]
         out.extend(lines)
         origin.extend([number] * len(lines))
     return "\n".join(out) + "\n", origin
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """`<!--output-tolerance: abs=0.05 pct=2 int=3 rel=0.01-->`, on the line above an
+    expected-output marker: decimals may differ by `abs`, percentages by `pct` (points),
+    integers by `int`, and any of them by `rel` times the shown value. Text must match."""
+
+    abs: float = 0.0
+    pct: float = 0.0
+    int: float = 0.0
+    rel: float = 0.0
+
+    @classmethod
+    def parse(cls, spec: str) -> Tolerance:
+        values = {}
+        for item in spec.split():
+            key, _, value = item.partition("=")
+            if key not in {"abs", "pct", "int", "rel"} or not value:
+                raise ValueError(f"bad output-tolerance item {item!r}: use abs=, pct=, int=, rel=")
+            values[key] = float(value)
+        return cls(**values)
+
+    def allows(self, shown: str, printed: str, kind: str) -> bool:
+        a, b = float(shown.replace(",", "")), float(printed.replace(",", ""))
+        return abs(a - b) <= getattr(self, kind) + self.rel * abs(a) + 1e-12
+
+
+TOLERANCE_MARKER = re.compile(r"^\s*<!--\s*output-tolerance:(.*?)-->\s*$")
+EXPECTED_MARKER = re.compile(r"^\s*<!--[-\s]*pytest-codeblocks:expected-output")
+NUMBER = r"-?\d[\d,]*(?:\.\d+)?(?:[eE][-+]?\d+)?"
+
+
+def number_kind(number: str, after: str) -> str:
+    """Which tolerance applies to a number: 'pct' (followed by %), 'abs' (a decimal) or 'int'."""
+    if after.startswith("%"):
+        return "pct"
+    return "abs" if re.search(r"[.eE]", number) else "int"
+
+
+def output_matches(shown: str, printed: str, ignore_whitespace: bool = False,
+                   tolerance: Tolerance | None = None) -> bool:
+    """The page's output block against what the code printed: `...` matches anything
+    (doctest's ELLIPSIS); trailing spaces and blank lines at either end do not count.
+    With a tolerance, numbers may differ by as much as it allows; the text may not."""
+    def tidy(text: str) -> str:
+        return "\n".join(line.rstrip() for line in text.strip("\n").splitlines()) + "\n"
+
+    shown, printed = tidy(shown), tidy(printed)
+    if tolerance is None:
+        flags = doctest.ELLIPSIS | (doctest.NORMALIZE_WHITESPACE if ignore_whitespace else 0)
+        return doctest.OutputChecker().check_output(shown, printed, flags)
+    pattern, expected = [], []
+    pieces = re.split(rf"(\.\.\.|{NUMBER})", shown)  # the separators land at the odd positions
+    for i, piece in enumerate(pieces):
+        if i % 2 == 0:
+            words = re.split(r"\s+", piece) if ignore_whitespace else [piece]
+            pattern.append(r"\s+".join(re.escape(word) for word in words))
+        elif piece == "...":
+            pattern.append(".*?")
+        else:
+            pattern.append(f"({NUMBER})")
+            expected.append((piece, number_kind(piece, pieces[i + 1])))
+    m = re.fullmatch("".join(pattern), printed, re.S)
+    return m is not None and all(tolerance.allows(shown_number, printed_number, kind)
+                                 for (shown_number, kind), printed_number in zip(expected, m.groups()))
+
+
+def describe_tolerance(tolerance: Tolerance | None) -> str:
+    if tolerance is None:
+        return ""
+    parts = [f"{k} {v:g}" for k, v in vars(tolerance).items() if v]
+    return f" (beyond the tolerance: {', '.join(parts)})"
 
 
 @dataclass
@@ -62,6 +135,7 @@ class Block:
     code: str
     expected_output: str | None = None
     ignore_whitespace: bool = False
+    tolerance: Tolerance | None = None  # how far printed numbers may be from the shown ones
     marks: list[str] = field(default_factory=list)
 
     @property
@@ -90,6 +164,15 @@ class Block:
 def extract(path: Path) -> list[Block]:
     """Every code block of a page (after expansion), in reading order."""
     text, origin = expand(path)
+    tolerances = []  # one per expected-output marker, in order: the tolerance marker above it, or None
+    previous = ""
+    for line in text.splitlines():
+        if EXPECTED_MARKER.match(line):
+            m = TOLERANCE_MARKER.match(previous)
+            tolerances.append(Tolerance.parse(m.group(1)) if m else None)
+        if line.strip():
+            previous = line
+    tolerances.reverse()
     blocks = []
     for cb in extract_from_buffer(io.StringIO(text)):
         m = FENCE.match(text.splitlines()[cb.lineno - 1])
@@ -102,6 +185,7 @@ def extract(path: Path) -> list[Block]:
                 code=cb.code,
                 expected_output=cb.expected_output,
                 ignore_whitespace=cb.expected_output_ignore_whitespace,
+                tolerance=tolerances.pop() if cb.expected_output is not None else None,
                 marks=list(cb.marks),
             )
         )

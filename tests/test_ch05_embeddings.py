@@ -2,20 +2,14 @@
 gradients, and the sinusoidal table matches the formula of the Transformer paper."""
 
 import math
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from ch05_embeddings import mix, one_hot_embed, sinusoidal_positions
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "snippets"))
-
-from ch05_embeddings import mix, one_hot_embed, sinusoidal_positions  # noqa: E402
-
-from gptlib import GPT, GPTConfig  # noqa: E402
+from gptlib import GPT, GPTConfig
 
 
 @pytest.mark.parametrize(

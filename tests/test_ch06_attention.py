@@ -4,17 +4,11 @@ CausalSelfAttention, attention is causal, and the 1/sqrt(d_k) scaling keeps the
 score variance near 1."""
 
 import math
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
-
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "snippets"))
-
-from ch06_attention import (  # noqa: E402
+from ch06_attention import (
     Head,
     MultiHeadAttention,
     attention_maps,
@@ -23,7 +17,7 @@ from ch06_attention import (  # noqa: E402
     copy_from_gptlib,
 )
 
-from gptlib import GPT, CausalSelfAttention, GPTConfig  # noqa: E402
+from gptlib import GPT, CausalSelfAttention, GPTConfig
 
 SHAPES = [(1, 1, 1, 1), (2, 3, 1, 8), (1, 1, 7, 5), (3, 2, 13, 9), (2, 4, 64, 32), (1, 12, 33, 64), (5, 1, 2, 3)]
 TOLERANCE = {torch.float32: 1e-6, torch.float64: 1e-12}

@@ -2,17 +2,11 @@
 post-norm block has the pre-norm block's parameters, a plain list hides parameters that
 ModuleList registers, residuals carry gradients, and gptlib's Block keeps (B, T, C)."""
 
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 import torch.nn as nn
-
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "snippets"))
-
-from ch07_block import (  # noqa: E402
+from ch07_block import (
     BlocksInAList,
     BlocksInAModuleList,
     LayerNormFromScratch,
@@ -23,7 +17,7 @@ from ch07_block import (  # noqa: E402
     to_post_norm,
 )
 
-from gptlib import GPT, Block, GPTConfig, KVCache  # noqa: E402
+from gptlib import GPT, Block, GPTConfig, KVCache
 
 
 def n_params(module: nn.Module) -> int:

@@ -4,19 +4,13 @@ whose every tensor is different. tests/test_model.py and tests/test_pretrained.p
 basics (one config's count, the gpt2 count, one init std, logits with a fresh HF model)."""
 
 import math
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 import torch.nn as nn
+from ch08_gpt import count_params, residual_stds, unscale_residual_init
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "snippets"))
-
-from ch08_gpt import count_params, residual_stds, unscale_residual_init  # noqa: E402
-
-from gptlib.model import GPT, PRESETS, GPTConfig, preset_config  # noqa: E402
+from gptlib.model import GPT, PRESETS, GPTConfig, preset_config
 
 CONFIGS = [
     dict(vocab_size=65, block_size=64, n_layer=2, n_head=4, n_embd=64),

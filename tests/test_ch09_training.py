@@ -19,20 +19,18 @@ import subprocess
 import sys
 from pathlib import Path
 
+import ch09_training
 import numpy as np
 import pytest
 import torch
+from ch09_training import overfit_one_batch, tokens_per_second
+
+from gptlib import GPT, GPTConfig, TrainConfig, estimate_loss, get_batch, lr_at, train
+from gptlib.data import load_token_files, prepare_token_files
+from gptlib.tokenizer import CharTokenizer
+from gptlib.training import configure_optimizer, train_step
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "snippets"))
-
-import ch09_training  # noqa: E402
-from ch09_training import overfit_one_batch, tokens_per_second  # noqa: E402
-
-from gptlib import GPT, GPTConfig, TrainConfig, estimate_loss, get_batch, lr_at, train  # noqa: E402
-from gptlib.data import load_token_files, prepare_token_files  # noqa: E402
-from gptlib.tokenizer import CharTokenizer  # noqa: E402
-from gptlib.training import configure_optimizer, train_step  # noqa: E402
 
 CFG = GPTConfig(vocab_size=16, block_size=16, n_layer=1, n_head=2, n_embd=32)
 

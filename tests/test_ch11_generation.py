@@ -7,17 +7,11 @@ samples (top-k and top-p combined too), and the exercises' penalty and min-p fil
 """
 
 import math
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
-
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "snippets"))
-
-from ch11_generation import (  # noqa: E402
+from ch11_generation import (
     entropy,
     filter_probs,
     greedy_with_penalty,
@@ -27,7 +21,7 @@ from ch11_generation import (  # noqa: E402
     time_generation,
 )
 
-from gptlib import GPT, GPTConfig, generate_tokens, sample_next  # noqa: E402
+from gptlib import GPT, GPTConfig, generate_tokens, sample_next
 
 
 def small_model(vocab_size=12, block_size=8):

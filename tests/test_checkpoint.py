@@ -7,7 +7,12 @@ import torch
 from safetensors.torch import save_file
 
 from gptlib import checkpoint as ckpt_mod
-from gptlib.checkpoint import CheckpointError, load_checkpoint, load_model, save_checkpoint
+from gptlib.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    load_model,
+    save_checkpoint,
+)
 from gptlib.model import GPT, GPTConfig
 from gptlib.tokenizer import CharTokenizer
 from gptlib.training import TrainConfig, configure_optimizer

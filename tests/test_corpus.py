@@ -14,6 +14,7 @@ import sys
 from importlib import resources
 
 import pagecode
+
 from gptlib import load_corpus
 from gptlib.data import COURSE_CORPUS, course_snapshot
 from gptlib.finetuning import LABELS, course_lines, glossary_instructions

@@ -12,11 +12,33 @@ import torch.nn.functional as F
 
 from gptlib.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from gptlib.cli import main
-from gptlib.finetuning import (IGNORE_INDEX, LABELS, PAD, PROMPT_TEMPLATE, GPTClassifier, LoRALinear, apply_lora,
-                             base_fingerprint, confusion_matrix, count_parameters, course_lines, encodable,
-                             encode_instruction, encode_labelled, evaluate_classifier, finetune, freeze_layers,
-                             glossary_instructions, hidden_states, load_adapter, merge_lora, pad_examples,
-                             random_batches, respond, save_adapter, split_examples)
+from gptlib.finetuning import (
+    IGNORE_INDEX,
+    LABELS,
+    PAD,
+    PROMPT_TEMPLATE,
+    GPTClassifier,
+    LoRALinear,
+    apply_lora,
+    base_fingerprint,
+    confusion_matrix,
+    count_parameters,
+    course_lines,
+    encodable,
+    encode_instruction,
+    encode_labelled,
+    evaluate_classifier,
+    finetune,
+    freeze_layers,
+    glossary_instructions,
+    load_adapter,
+    merge_lora,
+    pad_examples,
+    random_batches,
+    respond,
+    save_adapter,
+    split_examples,
+)
 from gptlib.model import GPT, GPTConfig
 from gptlib.tokenizer import CharTokenizer
 from gptlib.training import TrainConfig
@@ -146,10 +168,8 @@ def test_classifier_reads_the_last_real_token_and_ignores_padding():
     logits, _ = clf(x)
     alone = clf(torch.tensor([short]))[0]
     assert torch.allclose(logits[:1], alone, atol=1e-6)
-    expected = clf.head(hidden_states(gpt, torch.tensor([short]))[:, -1])
+    expected = clf.head(gpt.hidden_states(torch.tensor([short]))[:, -1])
     assert torch.allclose(alone, expected)
-    # hidden_states is what GPT.forward feeds its head
-    assert torch.allclose(gpt.lm_head(hidden_states(gpt, x[1:])), gpt(x[1:])[0], atol=1e-6)
 
 
 def test_encode_labelled_pads_and_keeps_the_end(tok):

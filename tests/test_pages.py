@@ -2,9 +2,8 @@
 
 import re
 
-import pytest
-
 import pagecode
+import pytest
 
 PAGES = pagecode.pages()
 
@@ -46,3 +45,9 @@ def test_no_placeholders_and_figures_exist(page):
     assert not re.search(r"coming soon|TODO|FIXME|敬请期待|待补充", text, re.I)
     for figure in re.findall(r"\]\((figures/[^)]+)\)", text):
         assert (pagecode.DOCS / figure).exists(), f"{page.name} shows {figure}, which no page code drew"
+
+
+def test_every_committed_figure_is_shown_by_a_page():
+    shown = {name for page in PAGES for name in re.findall(r"\]\(figures/([^)]+)\)", page.read_text(encoding="utf-8"))}
+    committed = {p.name for p in (pagecode.DOCS / "figures").glob("*.png")}
+    assert committed <= shown, f"figures no page shows: {sorted(committed - shown)}"

@@ -1,9 +1,8 @@
 """The English and Chinese pages of a chapter stay in step: same pages, same headings
 structure, same includes, same code blocks and expected outputs. Only prose differs."""
 
-import pytest
-
 import pagecode
+import pytest
 
 EN = pagecode.pages("en")
 ZH = pagecode.pages("zh")
@@ -34,3 +33,4 @@ def test_same_code_block_for_block(en):
         assert (x.lang, x.kind) == (y.lang, y.kind), where
         assert x.code == y.code, f"code differs: {where}"
         assert x.expected_output == y.expected_output, f"expected output differs: {where}"
+        assert x.tolerance == y.tolerance, f"output tolerance differs: {where}"

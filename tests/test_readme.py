@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import pagecode
+
 from gptlib.cli import build_parser
 
 README = (pagecode.ROOT / "README.md").read_text(encoding="utf-8")

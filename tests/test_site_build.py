@@ -7,9 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 import pagecode
+import pytest
 
 
 @pytest.fixture(scope="module")

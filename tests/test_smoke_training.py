@@ -14,7 +14,16 @@ import time
 import pytest
 import torch
 
-from gptlib import CharTokenizer, GPT, TrainConfig, encode_corpus, load_corpus, preset_config, train, train_val_split
+from gptlib import (
+    GPT,
+    CharTokenizer,
+    TrainConfig,
+    encode_corpus,
+    load_corpus,
+    preset_config,
+    train,
+    train_val_split,
+)
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 

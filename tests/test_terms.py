@@ -2,10 +2,9 @@
 
 import re
 
+import pagecode
 import pytest
 import yaml
-
-import pagecode
 
 TERMS = yaml.safe_load((pagecode.ROOT / "terms.yml").read_text(encoding="utf-8"))
 BY_EN = {t["en"].lower(): t for t in TERMS}

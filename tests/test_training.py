@@ -6,16 +6,18 @@ import signal
 import pytest
 import torch
 
+from gptlib.checkpoint import CHECKPOINT_NAME, RunCheckpoint, load_checkpoint
 from gptlib.model import GPT, GPTConfig
 from gptlib.training import (
-    CHECKPOINT_NAME,
     METRICS_NAME,
     NonFiniteLossError,
     TrainConfig,
     configure_optimizer,
     lr_at,
     read_metrics,
+    TRAIN_PRESETS,
     train,
+    train_config,
 )
 
 CFG = GPTConfig(vocab_size=16, block_size=16, n_layer=2, n_head=2, n_embd=32)
@@ -59,13 +61,29 @@ def test_train_config_rejects_bad_values():
     with pytest.raises(ValueError, match="min_lr"):
         TrainConfig(learning_rate=1e-3, min_lr=1e-2)
     with pytest.raises(ValueError, match="unknown TrainConfig field"):
-        TrainConfig.from_dict({"steps": 3})
+        train_config("nano", steps=3)
+    with pytest.raises(ValueError, match="unknown preset"):
+        train_config("huge")
+
+
+def test_train_config_takes_the_preset_and_the_overrides():
+    assert train_config("nano") == TrainConfig(**TRAIN_PRESETS["nano"])
+    config = train_config("tiny", max_steps=7, learning_rate=1e-3, dtype="bfloat16")
+    assert (config.max_steps, config.batch_size, config.dtype) == (7, TRAIN_PRESETS["tiny"]["batch_size"], "bfloat16")
+    assert config.min_lr == pytest.approx(1e-4)  # a new learning rate brings min_lr along
+    assert train_config("tiny", learning_rate=1e-3, min_lr=0.0).min_lr == 0.0
+
+
+def run(model, data, config, out_dir, resume=False, **kwargs):
+    """`gptlib train` in short: metrics and a checkpoint in out_dir."""
+    checkpoint = RunCheckpoint(out_dir / CHECKPOINT_NAME, resume=resume)
+    return train(model, data[:3600], data[3600:], config, out_dir=out_dir, checkpoint=checkpoint, **kwargs)
 
 
 def test_training_lowers_loss_and_logs_metrics(tmp_path):
     torch.manual_seed(0)
     data = pattern_data()
-    result = train(GPT(CFG), data[:3600], data[3600:], quick_config(), out_dir=tmp_path)
+    result = run(GPT(CFG), data, quick_config(), tmp_path)
     first, last = result.history[0], result.history[-1]
     assert first["val_loss"] == pytest.approx(math.log(16), abs=0.3)
     assert last["val_loss"] < 0.5 * first["val_loss"]
@@ -95,9 +113,7 @@ def test_nan_loss_stops_with_clear_error_and_keeps_checkpoint(tmp_path):
     data = pattern_data()
     model = NaNAfter(CFG, after=30)
     with pytest.raises(NonFiniteLossError, match="loss is nan at step 30"):
-        train(model, data[:3600], data[3600:], quick_config(), out_dir=tmp_path)
-    from gptlib.checkpoint import load_checkpoint
-
+        run(model, data, quick_config(), tmp_path)
     saved = load_checkpoint(tmp_path / CHECKPOINT_NAME)  # written at step 20, before the NaN
     assert saved.step == 20 and all(torch.isfinite(t).all() for t in saved.model_state.values())
 
@@ -109,8 +125,7 @@ def run_slices(tmp_path, name, slices, dropout=0.1):
     for i, stop in enumerate(slices):
         torch.manual_seed(1234 + i)  # a new process would start from other RNG states: resume must not care
         model = GPT(cfg)
-        result = train(model, data[:3600], data[3600:], quick_config(), out_dir=tmp_path / name,
-                       resume=i > 0, stop_at_step=stop)
+        result = run(model, data, quick_config(), tmp_path / name, resume=i > 0, stop_at_step=stop)
     return model, read_metrics(tmp_path / name / METRICS_NAME)
 
 
@@ -136,16 +151,12 @@ def test_ctrl_c_saves_and_resumes(tmp_path):
             os.kill(os.getpid(), signal.SIGINT)
 
     hook = model.register_forward_pre_hook(press_ctrl_c_in_the_20th_forward)
-    result = train(model, data[:3600], data[3600:], quick_config(max_steps=1_000_000, eval_interval=10**6),
-                   out_dir=tmp_path)
+    result = run(model, data, quick_config(max_steps=1_000_000, eval_interval=10**6), tmp_path)
     hook.remove()
     # 8 forwards evaluate at step 0 (4 batches x 2 splits); the 20th is step 12's, which still completes
     assert result.interrupted and result.steps == 12
-    from gptlib.checkpoint import load_checkpoint
-
     assert load_checkpoint(tmp_path / CHECKPOINT_NAME).step == result.steps
-    more = train(GPT(CFG), data[:3600], data[3600:], quick_config(max_steps=result.steps + 5, eval_interval=10**6),
-                 out_dir=tmp_path, resume=True)
+    more = run(GPT(CFG), data, quick_config(max_steps=result.steps + 5, eval_interval=10**6), tmp_path, resume=True)
     assert more.steps == result.steps + 5 and not more.interrupted
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
 
@@ -153,11 +164,11 @@ def test_ctrl_c_saves_and_resumes(tmp_path):
 def test_resume_without_checkpoint_or_with_other_config(tmp_path):
     data = pattern_data()
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
-        train(GPT(CFG), data[:3600], data[3600:], quick_config(), out_dir=tmp_path, resume=True)
-    train(GPT(CFG), data[:3600], data[3600:], quick_config(max_steps=2), out_dir=tmp_path)
+        run(GPT(CFG), data, quick_config(), tmp_path, resume=True)
+    run(GPT(CFG), data, quick_config(max_steps=2), tmp_path)
     other = GPT(GPTConfig(**{**CFG.to_dict(), "n_layer": 1}))
     with pytest.raises(ValueError, match="differs from the model"):
-        train(other, data[:3600], data[3600:], quick_config(), out_dir=tmp_path, resume=True)
+        run(other, data, quick_config(), tmp_path, resume=True)
     json.loads((tmp_path / METRICS_NAME).read_text().splitlines()[0])
 
 
@@ -201,8 +212,57 @@ def test_bfloat16_autocast_trains_on_cpu():
 def test_compiled_training_saves_plain_state_dict(tmp_path):
     torch.manual_seed(0)
     data = pattern_data()
-    train(GPT(CFG), data[:3600], data[3600:], quick_config(max_steps=3, compile=True), out_dir=tmp_path)
-    from gptlib.checkpoint import load_checkpoint
-
+    run(GPT(CFG), data, quick_config(max_steps=3, compile=True), tmp_path)
     keys = load_checkpoint(tmp_path / CHECKPOINT_NAME).model_state.keys()
     assert "tok_emb.weight" in keys and not any("_orig_mod" in k for k in keys)
+
+
+def test_evaluation_does_not_move_the_training_batches():
+    """Evaluation draws from a generator of its own: evaluating more often changes nothing
+    in training, and every evaluation of the same weights gives the same numbers."""
+    data = pattern_data()
+    weights = []
+    for eval_interval in (5, 30):
+        torch.manual_seed(0)
+        model = GPT(CFG)
+        result = train(model, data[:3600], data[3600:], quick_config(max_steps=30, eval_interval=eval_interval))
+        weights.append(model.state_dict())
+        assert result.history[-1]["step"] == 30
+    for name, tensor in weights[0].items():
+        assert torch.equal(tensor, weights[1][name]), name
+
+
+def test_one_host_sync_per_optimizer_step(monkeypatch):
+    """train_step keeps the loss on the device: the only reads to the host are one
+    transfer per step (the loss and the gradient norm together, checked for NaN)."""
+    import contextlib
+    import sys
+
+    from gptlib import training
+    from gptlib.data import get_batch
+
+    reads = []
+
+    def counting(name):
+        original = getattr(torch.Tensor, name)
+
+        def wrapper(self, *args, **kwargs):
+            caller = sys._getframe(1).f_code.co_filename
+            if caller == training.__file__:
+                reads.append(name)
+            return original(self, *args, **kwargs)
+
+        return wrapper
+
+    for name in ("item", "tolist", "__bool__", "__float__", "__int__", "cpu", "numpy", "__format__"):
+        monkeypatch.setattr(torch.Tensor, name, counting(name))
+    torch.manual_seed(0)
+    model = GPT(CFG)
+    optimizer = configure_optimizer(model, TrainConfig())
+    scaler = torch.amp.GradScaler("cpu", enabled=False)
+    data = pattern_data()
+    for accumulation in (1, 4):
+        reads.clear()
+        batches = [get_batch(data, 4, 16) for _ in range(accumulation)]
+        loss, norm = training.train_step(model, optimizer, batches, 1.0, contextlib.nullcontext(), scaler)
+        assert reads == ["tolist"] and isinstance(loss, float) and isinstance(norm, float)

@@ -4,9 +4,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-import yaml
-
 import pagecode
+import yaml
 
 WORKFLOWS = sorted((pagecode.ROOT / ".github" / "workflows").glob("*.yml"))
 
