@@ -16,6 +16,7 @@ import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -200,6 +201,28 @@ def finetune(
         losses.append(loss)
     model.eval()
     return losses
+
+
+# How each task of `gptlib finetune` trains when no flag says otherwise: few steps, and
+# for continued pretraining a lower rate (the weights are good already).
+FINETUNE_DEFAULTS: dict[str, dict[str, Any]] = {
+    "continue": dict(max_steps=200, learning_rate=1e-3),
+    "classify": dict(max_steps=300, learning_rate=3e-3),
+    "instruct": dict(max_steps=300, learning_rate=3e-3),
+}
+
+
+def finetune_config(task: str, **overrides: Any) -> TrainConfig:
+    """The training settings of a fine-tuning task, any of them overridden: batches of
+    16, min_lr a tenth of the rate, a short warm-up, one evaluation at the end."""
+    if task not in FINETUNE_DEFAULTS:
+        raise ValueError(f"unknown fine-tuning task {task!r}; choose one of {list(FINETUNE_DEFAULTS)}")
+    settings = {"batch_size": 16, **FINETUNE_DEFAULTS[task], **overrides}
+    steps, lr = settings["max_steps"], settings["learning_rate"]
+    settings.setdefault("min_lr", lr / 10)
+    settings.setdefault("warmup_steps", min(20, steps // 10))
+    settings.setdefault("eval_interval", max(1, steps))
+    return TrainConfig(**settings)
 # --8<-- [end:finetune_loop]
 
 
@@ -374,17 +397,25 @@ def save_adapter(path: str | Path, model: nn.Module) -> Path:
     return path
 
 
-def load_adapter(path: str | Path, model: nn.Module) -> nn.Module:
-    """Apply the LoRA adapter saved at `path` to `model` (a plain model with the same base weights)."""
+def read_marked_file(path: str | Path, marker: str, what: str) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
+    """The metadata and tensors of a safetensors file whose format is `marker`, or a clear error."""
     path = Path(path)
-    try:
+    if not path.is_file():
+        raise FileNotFoundError(f"no {what} at {path}")
+    try:  # JSON and raw tensors only: nothing in the file can run code
         with safe_open(path, framework="pt", device="cpu") as f:
             metadata = f.metadata() or {}
             tensors = {name: f.get_tensor(name) for name in f.keys()}
     except (SafetensorError, OSError) as e:
-        raise CheckpointError(f"{path} is not a readable adapter file: {e}") from None
-    if metadata.get("format") != ADAPTER_FORMAT:
-        raise CheckpointError(f"{path} is not a gptlib LoRA adapter (no '{ADAPTER_FORMAT}' marker)")
+        raise CheckpointError(f"{path} is not a readable {what} file: {e}") from None
+    if metadata.get("format") != marker:
+        raise CheckpointError(f"{path} is not a gptlib {what} (no '{marker}' marker)")
+    return metadata, tensors
+
+
+def load_adapter(path: str | Path, model: nn.Module) -> nn.Module:
+    """Apply the LoRA adapter saved at `path` to `model` (a plain model with the same base weights)."""
+    metadata, tensors = read_marked_file(path, ADAPTER_FORMAT, "LoRA adapter")
     if metadata["base_fingerprint"] != base_fingerprint(model):
         raise CheckpointError(f"{path} was trained on other base weights than this model's")
     layers = json.loads(metadata["layers"])
@@ -396,3 +427,37 @@ def load_adapter(path: str | Path, model: nn.Module) -> nn.Module:
             layer.lora_B.copy_(tensors[f"{name}.lora_B"])
     return model
 # --8<-- [end:adapter]
+
+
+# --8<-- [start:classifier_head]
+HEAD_FORMAT = "gptlib-classifier-head"
+
+
+def save_classifier_head(path: str | Path, classifier: GPTClassifier, labels: Sequence[str]) -> Path:
+    """Write a classifier's head and its labels, to go beside a checkpoint of its GPT.
+
+    The GPT's fingerprint goes with them, so the head is never put on another body.
+    """
+    if len(labels) != classifier.head.out_features:
+        raise ValueError(f"{len(labels)} labels for a head with {classifier.head.out_features} outputs")
+    tensors = {name: t.detach().cpu().contiguous() for name, t in classifier.head.state_dict().items()}
+    metadata = {
+        "format": HEAD_FORMAT,
+        "labels": json.dumps(list(labels), ensure_ascii=False),
+        "base_fingerprint": base_fingerprint(classifier.gpt),
+    }
+    path = Path(path)
+    atomic_write_bytes(path, safetensors_bytes(tensors, metadata=metadata))
+    return path
+
+
+def load_classifier_head(path: str | Path, gpt: GPT) -> tuple[GPTClassifier, list[str]]:
+    """The classifier made of `gpt` and the head saved at `path` (in eval mode), and its labels."""
+    metadata, tensors = read_marked_file(path, HEAD_FORMAT, "classifier head")
+    if metadata["base_fingerprint"] != base_fingerprint(gpt):
+        raise CheckpointError(f"{path} was trained on top of other weights than this model's")
+    labels = json.loads(metadata["labels"])
+    classifier = GPTClassifier(gpt, len(labels))
+    classifier.head.load_state_dict(tensors)  # strict: exactly the head's weight and bias
+    return classifier.to(next(gpt.parameters()).device).eval(), labels
+# --8<-- [end:classifier_head]

@@ -15,9 +15,9 @@ Chapter 04 (Tokenizer) builds this file.
 import json
 import re
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from tqdm.auto import tqdm
 # --8<-- [end:imports]
@@ -147,11 +147,6 @@ class BPETokenizer:
             self.ranks[(a, b)] = k
         first_special = 256 + len(self.merges)
         self.special_tokens = {tok: first_special + i for i, tok in enumerate(dict.fromkeys(special_tokens))}
-        self._special_split = (
-            re.compile("(" + "|".join(re.escape(t) for t in sorted(self.special_tokens, key=len, reverse=True)) + ")")
-            if self.special_tokens
-            else None
-        )
         self._cache: dict[str, list[int]] = {}
     # --8<-- [end:bpe_init]
 
@@ -212,16 +207,48 @@ class BPETokenizer:
             out.extend(self._cache[chunk])
         return out
 
-    def encode(self, text: str) -> list[int]:
-        if self._special_split is None:
+    def encode(self, text: str, allowed_special: str | Collection[str] = "none_raise") -> list[int]:
+        """Text -> token ids.
+
+        Special-token text in `text` (such as "<|endoftext|>") becomes a control token
+        only where the caller says so: `allowed_special="all"` (or a set of names) turns
+        it into its id, "none" encodes it as ordinary text, and the default, "none_raise",
+        raises, so that text from a user or a file can never smuggle one in.
+
+        >>> tok = BPETokenizer(special_tokens=["<|endoftext|>"])  # no merges: bytes only
+        >>> tok.encode("hi<|endoftext|>", allowed_special="all")
+        [104, 105, 256]
+        >>> len(tok.encode("hi<|endoftext|>", allowed_special="none"))  # 2 + 13 bytes
+        15
+        """
+        special = self._allowed_special(text, allowed_special)
+        if not special:
             return self._encode_ordinary(text)
+        split = "(" + "|".join(re.escape(t) for t in sorted(special, key=len, reverse=True)) + ")"
         out: list[int] = []
-        for part in self._special_split.split(text):
-            if part in self.special_tokens:
-                out.append(self.special_tokens[part])
+        for part in re.split(split, text):
+            if part in special:
+                out.append(special[part])
             elif part:
                 out.extend(self._encode_ordinary(part))
         return out
+
+    def _allowed_special(self, text: str, allowed: str | Collection[str]) -> dict[str, int]:
+        """The special tokens that `encode` may produce for this text."""
+        if allowed == "all":
+            return self.special_tokens
+        if allowed == "none":
+            return {}
+        if allowed == "none_raise":
+            found = [t for t in self.special_tokens if t in text]
+            if found:
+                raise ValueError(f"the text contains the special token(s) {found}: pass "
+                                 "allowed_special='all' to encode them as control tokens, "
+                                 "or 'none' to encode them as ordinary text")
+            return {}
+        if isinstance(allowed, str):
+            raise ValueError(f"allowed_special must be 'all', 'none', 'none_raise' or a set, got {allowed!r}")
+        return {t: i for t, i in self.special_tokens.items() if t in allowed}
 
     def decode(self, ids: Iterable[int]) -> str:
         inverse_special = {i: tok.encode("utf-8") for tok, i in self.special_tokens.items()}
@@ -271,8 +298,38 @@ class BPETokenizer:
         return _save_json(self.to_dict(), path)
 
 
-Tokenizer = CharTokenizer | BPETokenizer
-TOKENIZERS: dict[str, type[CharTokenizer] | type[BPETokenizer]] = {"char": CharTokenizer, "bpe": BPETokenizer}
+# --8<-- [start:protocol]
+@runtime_checkable
+class Tokenizer(Protocol):
+    """What gptlib needs of a tokenizer: CharTokenizer and BPETokenizer are two, and any
+    class with these members is a third. Add it to TOKENIZERS under its `kind` and
+    checkpoints and token files can store and load it too."""
+
+    kind: str
+
+    @property
+    def vocab_size(self) -> int: ...
+
+    def encode(self, text: str) -> list[int]: ...
+
+    def decode(self, ids: Iterable[int]) -> str: ...
+
+    def to_dict(self) -> dict[str, Any]: ...  # JSON data; from_dict(to_dict()) rebuilds it
+
+    def save(self, path: str | Path) -> Path: ...
+
+
+TOKENIZERS: dict[str, Any] = {"char": CharTokenizer, "bpe": BPETokenizer}  # kind -> class
+
+
+def train_tokenizer(text: str, kind: str = "char", vocab_size: int = 512, progress: bool = False) -> Tokenizer:
+    """A tokenizer of the given kind trained on `text` (vocab_size is for BPE)."""
+    if kind == "char":
+        return CharTokenizer.train(text)
+    if kind == "bpe":
+        return BPETokenizer.train(text, vocab_size, progress=progress)
+    raise ValueError(f"unknown tokenizer kind {kind!r}; choose one of {sorted(TOKENIZERS)}")
+# --8<-- [end:protocol]
 
 
 def tokenizer_from_dict(data: dict[str, Any]) -> Tokenizer:

@@ -4,6 +4,7 @@ import sys
 import pytest
 import torch
 
+from gptlib.checkpoint import load_checkpoint
 from gptlib.cli import main
 
 
@@ -92,3 +93,38 @@ def test_resume_in_a_new_process_is_bit_exact(tmp_path):
     losses = lambda run: [line for line in (tmp_path / run / "metrics.jsonl").read_text().splitlines()  # noqa: E731
                           if "val_loss" in line]
     assert losses("a") == losses("b")
+
+
+def test_train_help_lists_every_model_and_training_setting(capsys):
+    """The flags are made from GPTConfig and TrainConfig: a new field is a new flag, with its comment as help."""
+    from dataclasses import fields
+
+    from gptlib.model import GPTConfig
+    from gptlib.training import TrainConfig
+
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    out = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+    for f in fields(GPTConfig) + fields(TrainConfig):
+        if f.name != "vocab_size":  # the tokenizer's
+            assert f"--{f.name.replace('_', '-')}" in out, f.name
+    assert "--steps" in out and "--lr" in out and "--no-compile" in out and "{bfloat16,float16,float32}" in out
+    assert "micro-batches per step: batch_size * this sequences" in out  # help from the field's comment
+    assert "Transformer blocks (default: the preset's)" in out
+
+
+@pytest.mark.slow
+def test_every_setting_reaches_the_run(tmp_path):
+    """bfloat16 autocast, gradient accumulation, torch.compile and a model shape, all from flags, on the CPU."""
+    done = run_cli("train", "--preset", "nano", "--corpus", "course-en", "--steps", "4", "--eval-interval", "2",
+                   "--dtype", "bfloat16", "--grad-accum-steps", "2", "--compile", "--n-layer", "1",
+                   "--n-embd", "32", "--n-head", "2", "--dropout", "0.1", "--warmup-steps", "1",
+                   "--weight-decay", "0.05", "--no-progress", "--device", "cpu", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    ckpt = load_checkpoint(tmp_path / "runs" / "nano" / "checkpoint.safetensors")
+    assert (ckpt.config.n_layer, ckpt.config.n_embd, ckpt.config.n_head, ckpt.config.dropout) == (1, 32, 2, 0.1)
+    settings = ckpt.extra["train_config"]
+    assert (settings["dtype"], settings["grad_accum_steps"], settings["compile"]) == ("bfloat16", 2, True)
+    assert (settings["max_steps"], settings["warmup_steps"], settings["weight_decay"]) == (4, 1, 0.05)
+    assert settings["batch_size"] == 16 and settings["learning_rate"] == 3e-3  # the rest: the nano preset's
+    assert not any("_orig_mod" in name for name in ckpt.model_state)  # the plain model was saved

@@ -29,14 +29,17 @@ from gptlib.finetuning import (
     encode_labelled,
     evaluate_classifier,
     finetune,
+    finetune_config,
     freeze_layers,
     glossary_instructions,
     load_adapter,
+    load_classifier_head,
     merge_lora,
     pad_examples,
     random_batches,
     respond,
     save_adapter,
+    save_classifier_head,
     split_examples,
 )
 from gptlib.model import GPT, GPTConfig
@@ -290,7 +293,7 @@ def test_adapter_refuses_other_base_weights_and_foreign_files(tmp_path):
     with pytest.raises(CheckpointError, match="not a gptlib LoRA adapter"):
         load_adapter(save_checkpoint(tmp_path / "ckpt.safetensors", base), copy.deepcopy(base))
     (tmp_path / "junk").write_bytes(b"\x00" * 40)
-    with pytest.raises(CheckpointError, match="not a readable adapter"):
+    with pytest.raises(CheckpointError, match="not a readable LoRA adapter"):
         load_adapter(tmp_path / "junk", copy.deepcopy(base))
     with pytest.raises(ValueError, match="no LoRA layers"):
         save_adapter(tmp_path / "none.safetensors", base)
@@ -333,6 +336,10 @@ def test_cli_finetune_each_task(source_checkpoint, capsys):
     assert "test accuracy:" in out and "always guessing the most common class" in out
     for name in ("checkpoint.safetensors", "adapter.safetensors", "classifier_head.safetensors"):
         assert (source_checkpoint.parent.parent / "finetune-classify" / name).is_file()
+    assert main(["classify", "def forward(self, x):", "这一章训练一个模型。"]) == 0  # the head loads and labels
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2 and lines[1].endswith("这一章训练一个模型。")
+    assert all(line.split()[0] in LABELS and line.split()[1].endswith("%") for line in lines)
 
     assert main(["finetune", "--from", str(source_checkpoint), "--task", "instruct", "--steps", "10",
                  "--trainable-blocks", "1", "--out", "inst", "--no-progress"]) == 0
@@ -353,6 +360,40 @@ def test_cli_finetune_lora_model_loads_as_a_plain_gpt(source_checkpoint, capsys)
     restored = load_adapter("lora/adapter.safetensors", load_checkpoint(source_checkpoint).build_model())
     x = torch.randint(0, model.config.vocab_size, (2, 16))
     assert torch.allclose(model(x)[0], restored(x)[0], atol=1e-5)
+
+
+def test_classifier_head_round_trip_and_refusals(tmp_path):
+    gpt = model_with()
+    classifier = GPTClassifier(gpt, 3)
+    nn.init.normal_(classifier.head.weight)
+    path = save_classifier_head(tmp_path / "head.safetensors", classifier, ("a", "b", "c"))
+    loaded, labels = load_classifier_head(path, copy.deepcopy(gpt))
+    x = torch.randint(0, gpt.config.vocab_size, (2, 6))
+    assert labels == ["a", "b", "c"] and torch.equal(loaded(x)[0], classifier.eval()(x)[0])
+    with pytest.raises(CheckpointError, match="on top of other weights"):
+        load_classifier_head(path, model_with(seed=1))
+    with pytest.raises(ValueError, match="2 labels for a head with 3 outputs"):
+        save_classifier_head(tmp_path / "bad.safetensors", classifier, ("a", "b"))
+    save_adapter(tmp_path / "adapter.safetensors", apply_lora_copy(gpt))
+    with pytest.raises(CheckpointError, match="not a gptlib classifier head"):
+        load_classifier_head(tmp_path / "adapter.safetensors", gpt)
+    with pytest.raises(FileNotFoundError, match="no classifier head at"):
+        load_classifier_head(tmp_path / "missing.safetensors", gpt)
+
+
+def apply_lora_copy(gpt):
+    lora = copy.deepcopy(gpt)
+    apply_lora(lora, rank=2)
+    return lora
+
+
+def test_finetune_config_per_task():
+    assert finetune_config("continue").max_steps == 200 and finetune_config("instruct").learning_rate == 3e-3
+    config = finetune_config("classify", max_steps=50, learning_rate=1e-2, dtype="bfloat16")
+    assert (config.min_lr, config.warmup_steps, config.eval_interval) == (1e-3, 5, 50)
+    assert config.dtype == "bfloat16" and config.batch_size == 16
+    with pytest.raises(ValueError, match="unknown fine-tuning task"):
+        finetune_config("summarize")
 
 
 def test_cli_finetune_errors(source_checkpoint, capsys):

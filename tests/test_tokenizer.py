@@ -1,8 +1,10 @@
 import json
 import random
 import re
+from pathlib import Path
 
 import pytest
+import torch
 
 from gptlib.tokenizer import (
     SPLIT_PATTERN,
@@ -114,10 +116,79 @@ def test_bpe_compresses_training_text(bpe):
     assert len(bpe.encode(text)) < len(text.encode("utf-8")) / 2
 
 
-def test_bpe_special_token_is_one_id(bpe):
-    ids = bpe.encode("a<|endoftext|>b")
-    assert bpe.special_tokens["<|endoftext|>"] in ids and len(ids) == 3
-    assert bpe.decode(ids) == "a<|endoftext|>b"
+def test_bpe_special_token_is_one_id_only_when_allowed(bpe):
+    eot = bpe.special_tokens["<|endoftext|>"]
+    ids = bpe.encode("a<|endoftext|>b", allowed_special="all")
+    assert eot in ids and len(ids) == 3 and bpe.decode(ids) == "a<|endoftext|>b"
+    assert bpe.encode("a<|endoftext|>b", allowed_special={"<|endoftext|>"}) == ids
+    with pytest.raises(ValueError, match="special token"):  # the default: text cannot smuggle one in
+        bpe.encode("a<|endoftext|>b")
+    plain = bpe.encode("a<|endoftext|>b", allowed_special="none")
+    assert eot not in plain and bpe.decode(plain) == "a<|endoftext|>b"
+    assert plain == bpe.encode("a<|endoftext|>b", allowed_special=set())  # a set without it: plain text
+    assert bpe.encode("no special text here") == bpe.encode("no special text here", allowed_special="all")
+    with pytest.raises(ValueError, match="allowed_special must be"):
+        bpe.encode("x", allowed_special="some")
+
+
+class ReversedBytes:
+    """A third tokenizer: one token per byte, the bytes of the text reversed (a toy)."""
+
+    kind = "reversed-bytes"
+
+    @property
+    def vocab_size(self) -> int:
+        return 256
+
+    def encode(self, text: str) -> list[int]:
+        return list(text.encode("utf-8"))[::-1]
+
+    def decode(self, ids) -> str:
+        return bytes(int(i) for i in ids)[::-1].decode("utf-8", errors="replace")
+
+    def to_dict(self) -> dict:
+        return {"type": self.kind, "version": 1}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "ReversedBytes":
+        return cls()
+
+    def save(self, path):
+        return Path(path)
+
+
+def test_a_third_tokenizer_plugs_in(tmp_path, monkeypatch):
+    """Anything with the Tokenizer protocol's members works with the library, and once in
+    TOKENIZERS it is stored in and loaded from checkpoints like the built-in ones."""
+    from gptlib import (
+        GPT,
+        GPTConfig,
+        encode_corpus,
+        generate,
+        load_checkpoint,
+        save_checkpoint,
+    )
+    from gptlib.tokenizer import TOKENIZERS, Tokenizer
+
+    tok = ReversedBytes()
+    assert isinstance(tok, Tokenizer) and isinstance(CharTokenizer.train("ab"), Tokenizer)
+    assert not isinstance(object(), Tokenizer)
+    assert encode_corpus("abc", tok).tolist() == [99, 98, 97]
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=tok.vocab_size, block_size=8, n_layer=1, n_head=1, n_embd=8))
+    assert generate(model, tok, "hi", max_new_tokens=3, seed=0).startswith("hi")
+    monkeypatch.setitem(TOKENIZERS, tok.kind, ReversedBytes)
+    path = save_checkpoint(tmp_path / "c.safetensors", model, tokenizer=tok)
+    assert isinstance(load_checkpoint(path).tokenizer, ReversedBytes)
+
+
+def test_train_tokenizer_by_kind():
+    from gptlib.tokenizer import train_tokenizer
+
+    assert train_tokenizer("abcab").kind == "char"
+    assert train_tokenizer("abcab " * 20, "bpe", vocab_size=260).vocab_size == 260
+    with pytest.raises(ValueError, match="unknown tokenizer kind"):
+        train_tokenizer("abc", "words")
 
 
 def test_bpe_vocab_too_small():
