@@ -28,26 +28,33 @@ import pagecode  # tests/ is on the path: pythonpath in pyproject.toml
 import pytest
 
 # A local Tiny Shakespeare beside the clone (as ./dev sets it), for pytest run directly.
-SHARED_SHAKESPEARE = Path(__file__).parent.parent / "shared" / "data" / "tinyshakespeare.txt"
+SHARED_SHAKESPEARE = (
+    Path(__file__).parent.parent / "shared" / "data" / "tinyshakespeare.txt"
+)
 if SHARED_SHAKESPEARE.is_file():
     os.environ.setdefault("GPTLIB_TINYSHAKESPEARE", str(SHARED_SHAKESPEARE))
 
 BLOCK_TIMEOUT_S = 600
 COMMITTED_FIGURES = pagecode.DOCS / "figures"
-FIGURE_TOLERANCE = 8.0  # RMS difference (0-255) allowed between a redrawn figure and the committed one
+FIGURE_TOLERANCE = (
+    8.0  # RMS difference (0-255) allowed between a redrawn figure and the committed one
+)
 
 
 def pytest_configure(config: pytest.Config) -> None:
     if getattr(config.option, "codeblocks", False):
         raise pytest.UsageError(
-            "don't pass --codeblocks: the stock collector would run the raw '--8<--' lines; "
-            "conftest.py already runs every page's blocks with the includes expanded"
+            "don't pass --codeblocks: the stock collector would run the raw "
+            "'--8<--' lines; conftest.py already runs every page's blocks with the "
+            "includes expanded"
         )
     config._page_counts = Counter()  # type: ignore[attr-defined]
     # $PAGE_FIGURES_DIR (set by `./dev figures`) redraws the committed figures; a plain
     # test run draws them into a temporary folder and only compares.
     chosen = os.environ.get("PAGE_FIGURES_DIR")
-    config._figures_dir = Path(chosen) if chosen else Path(tempfile.mkdtemp(prefix="page-figures-"))  # type: ignore[attr-defined]
+    config._figures_dir = (
+        Path(chosen) if chosen else Path(tempfile.mkdtemp(prefix="page-figures-"))
+    )  # type: ignore[attr-defined]
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -62,7 +69,7 @@ def pytest_collect_file(file_path: Path, parent: pytest.Collector):
 
 
 class PageSession:
-    """A fresh Python interpreter plus a working directory, shared by one page's blocks."""
+    """A fresh Python interpreter and a working directory, shared by a page's blocks."""
 
     def __init__(self, page: Path, figures_dir: Path):
         self.page = page
@@ -70,16 +77,21 @@ class PageSession:
         self.cwd = Path(tempfile.mkdtemp(prefix=f"page-{page.stem}-"))
         self.stderr = open(self.cwd / ".session-stderr.log", "w+", encoding="utf-8")
         self.proc: subprocess.Popen | None = None
-        self.failed: str | None = None  # the first failing block, for the blocks after it
+        self.failed: str | None = (
+            None  # the first failing block, for the blocks after it
+        )
         self.next_block = 0  # blocks before this index have run
 
     def env(self) -> dict[str, str]:
         env = dict(os.environ)
-        env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
+        env["PATH"] = (
+            str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
+        )
         env["MPLBACKEND"] = "Agg"  # no windows: figures are written to files instead
         env["PAGE_FIGURES_DIR"] = str(self.figures_dir)
         env["PYTHONUNBUFFERED"] = "1"
-        # The numbers on the pages were measured on the CPU: a laptop's GPU would print others.
+        # The numbers on the pages were measured on the CPU: a laptop's GPU would
+        # print others.
         env["GPTLIB_DEVICE"] = os.environ.get("PAGE_DEVICE", "cpu")
         return env
 
@@ -87,9 +99,19 @@ class PageSession:
         if self.proc is None:
             read_fd, write_fd = os.pipe()
             self.proc = subprocess.Popen(
-                [sys.executable, str(Path(__file__).parent / "tests" / "page_session.py"), str(write_fd)],
-                stdin=subprocess.PIPE, stdout=self.stderr, stderr=self.stderr, cwd=self.cwd,
-                env=self.env(), pass_fds=(write_fd,), text=True, encoding="utf-8",
+                [
+                    sys.executable,
+                    str(Path(__file__).parent / "tests" / "page_session.py"),
+                    str(write_fd),
+                ],
+                stdin=subprocess.PIPE,
+                stdout=self.stderr,
+                stderr=self.stderr,
+                cwd=self.cwd,
+                env=self.env(),
+                pass_fds=(write_fd,),
+                text=True,
+                encoding="utf-8",
             )
             os.close(write_fd)
             self.replies = os.fdopen(read_fd, "r", encoding="utf-8")
@@ -105,32 +127,60 @@ class PageSession:
 
     def run_shell(self, code: str) -> dict:
         try:
-            done = subprocess.run(["bash", "-e", "-o", "pipefail", "-c", code], cwd=self.cwd, env=self.env(),
-                                  capture_output=True, text=True, timeout=BLOCK_TIMEOUT_S)
+            done = subprocess.run(
+                ["bash", "-e", "-o", "pipefail", "-c", code],
+                cwd=self.cwd,
+                env=self.env(),
+                capture_output=True,
+                text=True,
+                timeout=BLOCK_TIMEOUT_S,
+            )
         except subprocess.TimeoutExpired:
             return {"ok": False, "stdout": "", "error": "timed out"}
-        error = None if done.returncode == 0 else f"exit status {done.returncode}\n{done.stderr[-3000:]}"
+        error = (
+            None
+            if done.returncode == 0
+            else f"exit status {done.returncode}\n{done.stderr[-3000:]}"
+        )
         return {"ok": error is None, "stdout": done.stdout, "error": error}
 
     def run(self, block: pagecode.Block) -> str | None:
         """Run one block and check its output; return None, or what went wrong."""
-        filename = f"{block.page.relative_to(pagecode.ROOT)}, block at line {block.line}"
-        reply = self.run_shell(block.code) if block.kind == "shell" else self.run_python(block.code, filename)
+        filename = (
+            f"{block.page.relative_to(pagecode.ROOT)}, block at line {block.line}"
+        )
+        reply = (
+            self.run_shell(block.code)
+            if block.kind == "shell"
+            else self.run_python(block.code, filename)
+        )
         if not reply["ok"]:
             return reply["error"]
         if block.expected_output is None and reply["stdout"].strip():
-            return ("the block printed output, but the page does not show it: add an expected-output "
-                    f"block under it (see CONTRIBUTING.md).\n--- code printed:\n{reply['stdout']}")
+            return (
+                "the block printed output, but the page does not show it: "
+                "add an expected-output block under it (see CONTRIBUTING.md).\n"
+                f"--- code printed:\n{reply['stdout']}"
+            )
         if block.expected_output is not None and not pagecode.output_matches(
-            block.expected_output, reply["stdout"], block.ignore_whitespace, block.tolerance
+            block.expected_output,
+            reply["stdout"],
+            block.ignore_whitespace,
+            block.tolerance,
         ):
-            return (f"printed output differs from the page{pagecode.describe_tolerance(block.tolerance)}.\n"
-                    f"--- page shows:\n{block.expected_output}--- code printed:\n{reply['stdout']}")
+            return (
+                "printed output differs from the page"
+                f"{pagecode.describe_tolerance(block.tolerance)}.\n"
+                f"--- page shows:\n{block.expected_output}"
+                f"--- code printed:\n{reply['stdout']}"
+            )
         return None
 
     def stderr_tail(self) -> str:
         self.stderr.flush()
-        return (self.cwd / ".session-stderr.log").read_text(encoding="utf-8", errors="replace")[-3000:]
+        return (self.cwd / ".session-stderr.log").read_text(
+            encoding="utf-8", errors="replace"
+        )[-3000:]
 
     def close(self) -> None:
         if self.proc is not None:
@@ -147,12 +197,24 @@ class DocPage(pytest.File):
         self.session_ = None
         self.blocks_: list[DocBlock] = []
         for block in pagecode.extract(self.path):
-            item = DocBlock.from_parent(self, name=f"line {block.line}", block=block, index=len(self.blocks_))
+            item = DocBlock.from_parent(
+                self, name=f"line {block.line}", block=block, index=len(self.blocks_)
+            )
             if block.kind == "shown":
-                item.add_marker(pytest.mark.skip(reason=f"shown, not run: {block.skip_reason}"))
+                item.add_marker(
+                    pytest.mark.skip(reason=f"shown, not run: {block.skip_reason}")
+                )
             elif block.kind == "unaccounted":
-                item.add_marker(pytest.mark.xfail(
-                    reason="neither run nor marked; see test_every_block_is_run_or_marked", run=False, strict=True))
+                item.add_marker(
+                    pytest.mark.xfail(
+                        reason=(
+                            "neither run nor marked; "
+                            "see test_every_block_is_run_or_marked"
+                        ),
+                        run=False,
+                        strict=True,
+                    )
+                )
             self.blocks_.append(item)
             yield item
 
@@ -178,16 +240,22 @@ class DocBlock(pytest.Item):
     def runtest(self) -> None:
         page: DocPage = self.parent
         session: PageSession = page.session_
-        # The blocks before this one that did not run yet (a -k or --lf selection): run them
-        # first, as the reader did, so that this block finds what the page built before it.
+        # The blocks before this one that did not run yet (a -k or --lf selection):
+        # run them first, as the reader did, so that this block finds what the page
+        # built before it.
         for earlier in page.blocks_[session.next_block : self.index]:
             if session.failed is None and earlier.block.kind in ("python", "shell"):
                 problem = session.run(earlier.block)
                 if problem:
-                    session.failed = f"{earlier.name}, run first because this block needs it: {problem}"
+                    session.failed = (
+                        f"{earlier.name}, run first because this block needs it: "
+                        f"{problem}"
+                    )
         session.next_block = self.index + 1
         if session.failed:
-            raise BlockFailed(f"not run: an earlier block of this page failed ({session.failed})")
+            raise BlockFailed(
+                f"not run: an earlier block of this page failed ({session.failed})"
+            )
         problem = session.run(self.block)
         if problem:
             session.failed = self.name
@@ -198,16 +266,26 @@ class DocBlock(pytest.Item):
 
     def repr_failure(self, excinfo, style=None) -> str:
         if isinstance(excinfo.value, BlockFailed):
-            numbered = "\n".join(f"{i:4d} | {line}" for i, line in enumerate(self.block.code.splitlines(), 1))
-            return f"{self.block.page.name}, {self.name} ({self.block.kind}):\n{numbered}\n\n{excinfo.value}"
+            numbered = "\n".join(
+                f"{i:4d} | {line}"
+                for i, line in enumerate(self.block.code.splitlines(), 1)
+            )
+            return (
+                f"{self.block.page.name}, {self.name} ({self.block.kind}):\n"
+                f"{numbered}\n\n{excinfo.value}"
+            )
         return super().repr_failure(excinfo)
 
     def reportinfo(self):
-        return self.block.page, self.block.line - 1, f"{self.block.page.name}::{self.name}"
+        return (
+            self.block.page,
+            self.block.line - 1,
+            f"{self.block.page.name}::{self.name}",
+        )
 
 
 class FiguresAreCurrent(pytest.Item):
-    """After the pages ran: each figure they drew matches the committed docs/figures/ copy."""
+    """After the pages ran: each figure they drew matches its docs/figures/ copy."""
 
     def runtest(self) -> None:
         from matplotlib.testing.compare import compare_images
@@ -222,15 +300,22 @@ class FiguresAreCurrent(pytest.Item):
                 stale.append(f"{new.name}: drawn by a page but not in docs/figures")
                 continue
             try:
-                diff = compare_images(str(old), str(new), tol=FIGURE_TOLERANCE, in_decorator=True)
+                diff = compare_images(
+                    str(old), str(new), tol=FIGURE_TOLERANCE, in_decorator=True
+                )
             except Exception as e:  # noqa: BLE001 - a size mismatch is reported as an exception
                 stale.append(f"{new.name}: {e}".splitlines()[0])
                 continue
             if diff is not None:
-                stale.append(f"{new.name}: RMS difference {diff['rms']:.1f} > {FIGURE_TOLERANCE}")
+                stale.append(
+                    f"{new.name}: RMS difference {diff['rms']:.1f} > {FIGURE_TOLERANCE}"
+                )
         if stale:
-            raise BlockFailed("committed figures differ from what the pages draw now; redraw them with "
-                              "`./dev figures` and commit docs/figures/:\n  " + "\n  ".join(stale))
+            raise BlockFailed(
+                "committed figures differ from what the pages draw now; "
+                "redraw them with `./dev figures` and commit docs/figures/:\n  "
+                + "\n  ".join(stale)
+            )
 
     def repr_failure(self, excinfo, style=None) -> str:
         if isinstance(excinfo.value, BlockFailed):
@@ -242,14 +327,22 @@ class FiguresAreCurrent(pytest.Item):
 
 
 @pytest.hookimpl(trylast=True)
-def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list) -> None:
+def pytest_collection_modifyitems(
+    session: pytest.Session, config: pytest.Config, items: list
+) -> None:
     if any(isinstance(item, DocBlock) for item in items):
-        items.append(FiguresAreCurrent.from_parent(session, name="docs/figures are current"))
+        items.append(
+            FiguresAreCurrent.from_parent(session, name="docs/figures are current")
+        )
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     # count blocks that were explicitly not run (their skip happens at setup)
-    if report.when == "setup" and report.skipped and "shown, not run" in str(report.longrepr):
+    if (
+        report.when == "setup"
+        and report.skipped
+        and "shown, not run" in str(report.longrepr)
+    ):
         lang = "zh" if ".zh.md" in report.nodeid else "en"
         pytest_runtest_logreport.config._page_counts[(lang, "shown, not run")] += 1  # type: ignore[attr-defined]
 
@@ -264,6 +357,10 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
         return
     terminalreporter.section("page code blocks")
     kinds = ["python run", "shell run", "output checked", "shown, not run"]
-    terminalreporter.write_line(f"{'language':<10}" + "".join(f"{k:>16}" for k in kinds))
+    terminalreporter.write_line(
+        f"{'language':<10}" + "".join(f"{k:>16}" for k in kinds)
+    )
     for lang in ("en", "zh"):
-        terminalreporter.write_line(f"{lang:<10}" + "".join(f"{counts[(lang, k)]:>16}" for k in kinds))
+        terminalreporter.write_line(
+            f"{lang:<10}" + "".join(f"{counts[(lang, k)]:>16}" for k in kinds)
+        )

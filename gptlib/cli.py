@@ -12,7 +12,7 @@ import re
 import sys
 import types
 import typing
-from dataclasses import MISSING, fields
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,13 @@ from gptlib.checkpoint import (
     load_model,
     save_checkpoint,
 )
-from gptlib.data import encode_corpus, load_corpus, load_token_files, prepare_token_files, train_val_split
+from gptlib.data import (
+    encode_corpus,
+    load_corpus,
+    load_token_files,
+    prepare_token_files,
+    train_val_split,
+)
 from gptlib.finetuning import (
     LABELS,
     GPTClassifier,
@@ -54,7 +60,12 @@ from gptlib.finetuning import (
 )
 from gptlib.generation import stream
 from gptlib.model import GPT, PRESETS, GPTConfig, preset_config
-from gptlib.tokenizer import TOKENIZERS, Tokenizer, UnknownCharacterError, train_tokenizer
+from gptlib.tokenizer import (
+    TOKENIZERS,
+    Tokenizer,
+    UnknownCharacterError,
+    train_tokenizer,
+)
 from gptlib.training import (
     DTYPES,
     TRAIN_PRESETS,
@@ -69,8 +80,10 @@ from gptlib.utils import get_device, seed_everything
 RUNS_DIR = Path("runs")
 ADAPTER_NAME = "adapter.safetensors"
 HEAD_NAME = "classifier_head.safetensors"
-COMMON = ("device", "seed")  # TrainConfig fields that every command shares (one parent parser)
-ALIASES = {"max_steps": ["--steps"], "learning_rate": ["--lr"]}  # short forms the course uses
+# TrainConfig fields that every command shares (one parent parser)
+COMMON = ("device", "seed")
+# short forms the course uses
+ALIASES = {"max_steps": ["--steps"], "learning_rate": ["--lr"]}
 CHOICES = {"dtype": sorted(DTYPES)}
 
 
@@ -95,9 +108,13 @@ def field_type(cls: type, name: str) -> type:
 
 
 def add_dataclass_flags(
-    group: argparse._ArgumentGroup, cls: type, skip: tuple[str, ...] = (), from_preset: set[str] = frozenset()
+    group: argparse._ArgumentGroup,
+    cls: type,
+    skip: tuple[str, ...] = (),
+    from_preset: set[str] = frozenset(),
 ) -> None:
-    """One flag per field of `cls`: --field-name, typed, with the field's comment as help.
+    """One flag per field of `cls`: --field-name, typed, with the field's comment as
+    help.
 
     Every flag defaults to None, "not given": the command fills in the preset's value
     (fields in `from_preset`) or the dataclass default.
@@ -111,127 +128,295 @@ def add_dataclass_flags(
         help_text = f"{notes.get(f.name, '')} (default: {default})"
         names = [f"--{f.name.replace('_', '-')}", *ALIASES.get(f.name, [])]
         if kind is bool:
-            group.add_argument(*names, dest=f.name, action=argparse.BooleanOptionalAction, default=None,
-                               help=help_text)
+            group.add_argument(
+                *names,
+                dest=f.name,
+                action=argparse.BooleanOptionalAction,
+                default=None,
+                help=help_text,
+            )
         else:
             choices = CHOICES.get(f.name)
-            group.add_argument(*names, dest=f.name, type=kind, default=None, choices=choices,
-                               metavar=None if choices else f.name.upper(), help=help_text)
+            group.add_argument(
+                *names,
+                dest=f.name,
+                type=kind,
+                default=None,
+                choices=choices,
+                metavar=None if choices else f.name.upper(),
+                help=help_text,
+            )
 
 
 def given(args: argparse.Namespace, cls: type) -> dict[str, Any]:
     """The fields of `cls` that the command line set."""
-    return {f.name: getattr(args, f.name) for f in fields(cls) if getattr(args, f.name, None) is not None}
+    return {
+        f.name: getattr(args, f.name)
+        for f in fields(cls)
+        if getattr(args, f.name, None) is not None
+    }
 
 
-# --- the parser -------------------------------------------------------------------------
+# --- the parser -----------------------------------------------------------------------
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="gptlib", description="Train a small GPT, sample from it, fine-tune "
-                                     "it. Every command has --help.")
+    parser = argparse.ArgumentParser(
+        prog="gptlib",
+        description="Train a small GPT, sample from it, fine-tune "
+        "it. Every command has --help.",
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     common = argparse.ArgumentParser(add_help=False)
     shared = common.add_argument_group("every command")
-    shared.add_argument("--device", help="cpu, cuda, cuda:1 or mps (default: the best available; "
-                        "$GPTLIB_DEVICE overrides)")
-    shared.add_argument("--seed", type=int, help="random seed: batches, dropout, samples (default: 1337 "
-                        "when training, a fresh sample each time when sampling)")
+    shared.add_argument(
+        "--device",
+        help="cpu, cuda, cuda:1 or mps (default: the best available; "
+        "$GPTLIB_DEVICE overrides)",
+    )
+    shared.add_argument(
+        "--seed",
+        type=int,
+        help="random seed: batches, dropout, samples (default: 1337 "
+        "when training, a fresh sample each time when sampling)",
+    )
 
-    t = commands.add_parser("train", parents=[common], help="train a GPT on a corpus",
-                            description="Train a GPT. A preset fixes the model size and the training settings; "
-                            "any flag you give overrides the preset.")
+    t = commands.add_parser(
+        "train",
+        parents=[common],
+        help="train a GPT on a corpus",
+        description="Train a GPT. A preset fixes the model size and the training "
+        "settings; any flag you give overrides the preset.",
+    )
     data = t.add_argument_group("data")
-    data.add_argument("--preset", choices=list(PRESETS), default="tiny", help="model size and training settings "
-                      "(default: tiny)")
-    data.add_argument("--corpus", default="course", help="'course', 'course-en', 'course-zh', "
-                      "'tinyshakespeare' or the path of a .txt file (default: course)")
-    data.add_argument("--data", type=Path, help="a folder written by `gptlib prepare` (token files), "
-                      "instead of --corpus")
+    data.add_argument(
+        "--preset",
+        choices=list(PRESETS),
+        default="tiny",
+        help="model size and training settings (default: tiny)",
+    )
+    data.add_argument(
+        "--corpus",
+        default="course",
+        help="'course', 'course-en', 'course-zh', "
+        "'tinyshakespeare' or the path of a .txt file (default: course)",
+    )
+    data.add_argument(
+        "--data",
+        type=Path,
+        help="a folder written by `gptlib prepare` (token files), instead of --corpus",
+    )
     add_tokenizer_flags(data)
     run = t.add_argument_group("run")
-    run.add_argument("--out", type=Path, help="run folder for the checkpoint and metrics.jsonl "
-                     "(default: runs/PRESET)")
-    run.add_argument("--resume", action="store_true", help="continue from the run folder's checkpoint")
-    run.add_argument("--stop-at", type=int, help="stop (with a checkpoint) at this step; --resume continues "
-                     "the same schedule")
-    model_flags = t.add_argument_group("model (GPTConfig; vocab_size comes from the tokenizer)")
-    add_dataclass_flags(model_flags, GPTConfig, skip=("vocab_size",), from_preset=set().union(*PRESETS.values()))
+    run.add_argument(
+        "--out",
+        type=Path,
+        help="run folder for the checkpoint and metrics.jsonl (default: runs/PRESET)",
+    )
+    run.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from the run folder's checkpoint",
+    )
+    run.add_argument(
+        "--stop-at",
+        type=int,
+        help="stop (with a checkpoint) at this step; --resume continues "
+        "the same schedule",
+    )
+    model_flags = t.add_argument_group(
+        "model (GPTConfig; vocab_size comes from the tokenizer)"
+    )
+    add_dataclass_flags(
+        model_flags,
+        GPTConfig,
+        skip=("vocab_size",),
+        from_preset=set().union(*PRESETS.values()),
+    )
     training = t.add_argument_group("training (TrainConfig)")
-    add_dataclass_flags(training, TrainConfig, skip=COMMON, from_preset=set().union(*TRAIN_PRESETS.values()))
+    add_dataclass_flags(
+        training,
+        TrainConfig,
+        skip=COMMON,
+        from_preset=set().union(*TRAIN_PRESETS.values()),
+    )
 
-    p = commands.add_parser("prepare", help="tokenize a corpus once into token files on disk",
-                            description="Write train.bin, val.bin (token ids) and tokenizer.json, "
-                            "for `gptlib train --data`.")
-    p.add_argument("--corpus", default="course", help="a corpus name or the path of a .txt file (default: course)")
+    p = commands.add_parser(
+        "prepare",
+        help="tokenize a corpus once into token files on disk",
+        description="Write train.bin, val.bin (token ids) and tokenizer.json, "
+        "for `gptlib train --data`.",
+    )
+    p.add_argument(
+        "--corpus",
+        default="course",
+        help="a corpus name or the path of a .txt file (default: course)",
+    )
     add_tokenizer_flags(p)
-    p.add_argument("--val-fraction", type=float, default=0.1, help="share of the tokens kept for validation "
-                   "(default: 0.1)")
+    p.add_argument(
+        "--val-fraction",
+        type=float,
+        default=0.1,
+        help="share of the tokens kept for validation (default: 0.1)",
+    )
     p.add_argument("--out", type=Path, required=True, help="folder for the token files")
 
-    s = commands.add_parser("sample", parents=[common], help="generate text from a trained checkpoint",
-                            description="Continue a prompt with a trained model, printing the text as it is "
-                            "generated.")
-    s.add_argument("--checkpoint", type=Path, help=f"a checkpoint file or run folder (default: the newest "
-                   f"runs/*/{CHECKPOINT_NAME})")
-    s.add_argument("--prompt", default="\n", help="text to continue (default: a newline)")
-    s.add_argument("--max-new-tokens", type=int, default=300, help="how many tokens to generate (default: 300)")
-    s.add_argument("--temperature", type=float, default=0.8, help="0 = greedy; lower = safer, higher = wilder "
-                   "(default: 0.8)")
-    s.add_argument("--top-k", type=int, help="sample only among the k most likely tokens")
-    s.add_argument("--top-p", type=float, help="sample only among the most likely tokens that together reach p")
+    s = commands.add_parser(
+        "sample",
+        parents=[common],
+        help="generate text from a trained checkpoint",
+        description="Continue a prompt with a trained model, printing the text as it "
+        "is generated.",
+    )
+    s.add_argument(
+        "--checkpoint",
+        type=Path,
+        help=f"a checkpoint file or run folder (default: the newest "
+        f"runs/*/{CHECKPOINT_NAME})",
+    )
+    s.add_argument(
+        "--prompt", default="\n", help="text to continue (default: a newline)"
+    )
+    s.add_argument(
+        "--max-new-tokens",
+        type=int,
+        default=300,
+        help="how many tokens to generate (default: 300)",
+    )
+    s.add_argument(
+        "--temperature",
+        type=float,
+        default=0.8,
+        help="0 = greedy; lower = safer, higher = wilder (default: 0.8)",
+    )
+    s.add_argument(
+        "--top-k", type=int, help="sample only among the k most likely tokens"
+    )
+    s.add_argument(
+        "--top-p",
+        type=float,
+        help="sample only among the most likely tokens that together reach p",
+    )
     s.add_argument("--stop", help="stop before this text appears")
-    s.add_argument("--instruction", help="ask an instruction-tuned model (gptlib finetune --task instruct): "
-                   "wraps the text in its prompt format, answers greedily and stops at the end of the answer")
+    s.add_argument(
+        "--instruction",
+        help="ask an instruction-tuned model (gptlib finetune --task instruct): "
+        "wraps the text in its prompt format, answers greedily and stops at the end "
+        "of the answer",
+    )
 
-    f = commands.add_parser("finetune", parents=[common], help="fine-tune a trained checkpoint",
-                            description="Fine-tune a checkpoint: 'continue' pretraining on another corpus, "
-                            "'classify' the lines of this course (English, Chinese or code) with a new head, or "
-                            "'instruct' it with the course glossary (questions and answers, loss on the answers "
-                            "only). Prints before/after numbers; never changes --from.")
+    f = commands.add_parser(
+        "finetune",
+        parents=[common],
+        help="fine-tune a trained checkpoint",
+        description="Fine-tune a checkpoint: 'continue' pretraining on another corpus, "
+        "'classify' the lines of this course (English, Chinese or code) with a new "
+        "head, or 'instruct' it with the course glossary (questions and answers, loss "
+        "on the answers only). Prints before/after numbers; never changes --from.",
+    )
     task = f.add_argument_group("task")
-    task.add_argument("--from", dest="source", type=Path, required=True, help="the checkpoint file or run folder "
-                      "to start from")
-    task.add_argument("--task", choices=["continue", "classify", "instruct"], required=True,
-                      help="what to fine-tune for")
-    task.add_argument("--corpus", default="course-en", help="the new corpus, with --task continue "
-                      "(default: course-en)")
-    task.add_argument("--old-corpus", help="also report the loss on this corpus, to measure forgetting "
-                      "(--task continue)")
-    task.add_argument("--lora-rank", type=int, help="train a LoRA adapter of this rank on the attention "
-                      "projections instead of all weights")
-    task.add_argument("--lora-alpha", type=float, help="LoRA scaling numerator (default: 2 x rank)")
-    task.add_argument("--trainable-blocks", type=int, help="freeze the embeddings and all but the last N blocks")
-    task.add_argument("--out", type=Path, help="output folder (default: runs/finetune-TASK)")
+    task.add_argument(
+        "--from",
+        dest="source",
+        type=Path,
+        required=True,
+        help="the checkpoint file or run folder to start from",
+    )
+    task.add_argument(
+        "--task",
+        choices=["continue", "classify", "instruct"],
+        required=True,
+        help="what to fine-tune for",
+    )
+    task.add_argument(
+        "--corpus",
+        default="course-en",
+        help="the new corpus, with --task continue (default: course-en)",
+    )
+    task.add_argument(
+        "--old-corpus",
+        help="also report the loss on this corpus, to measure forgetting "
+        "(--task continue)",
+    )
+    task.add_argument(
+        "--lora-rank",
+        type=int,
+        help="train a LoRA adapter of this rank on the attention "
+        "projections instead of all weights",
+    )
+    task.add_argument(
+        "--lora-alpha", type=float, help="LoRA scaling numerator (default: 2 x rank)"
+    )
+    task.add_argument(
+        "--trainable-blocks",
+        type=int,
+        help="freeze the embeddings and all but the last N blocks",
+    )
+    task.add_argument(
+        "--out", type=Path, help="output folder (default: runs/finetune-TASK)"
+    )
     tuning = f.add_argument_group("training (TrainConfig; defaults: the task's)")
-    add_dataclass_flags(tuning, TrainConfig, skip=COMMON, from_preset={"max_steps", "learning_rate", "min_lr",
-                                                                       "warmup_steps", "eval_interval", "batch_size"})
+    add_dataclass_flags(
+        tuning,
+        TrainConfig,
+        skip=COMMON,
+        from_preset={
+            "max_steps",
+            "learning_rate",
+            "min_lr",
+            "warmup_steps",
+            "eval_interval",
+            "batch_size",
+        },
+    )
 
-    c = commands.add_parser("classify", parents=[common], help="label texts with a fine-tuned classifier",
-                            description="Label each text with the classifier that `gptlib finetune --task "
-                            f"classify` wrote ({HEAD_NAME} beside its checkpoint).")
-    c.add_argument("--checkpoint", type=Path, default=RUNS_DIR / "finetune-classify",
-                   help="the classifier's checkpoint file or run folder (default: runs/finetune-classify)")
+    c = commands.add_parser(
+        "classify",
+        parents=[common],
+        help="label texts with a fine-tuned classifier",
+        description="Label each text with the classifier that `gptlib finetune --task "
+        f"classify` wrote ({HEAD_NAME} beside its checkpoint).",
+    )
+    c.add_argument(
+        "--checkpoint",
+        type=Path,
+        default=RUNS_DIR / "finetune-classify",
+        help="the classifier's checkpoint file or run folder "
+        "(default: runs/finetune-classify)",
+    )
     c.add_argument("texts", nargs="+", metavar="TEXT", help="the texts to label")
     return parser
 
 
 def add_tokenizer_flags(group: argparse._ArgumentGroup) -> None:
-    group.add_argument("--tokenizer", choices=sorted(TOKENIZERS), default="char", help="how text becomes token "
-                       "ids (default: char)")
-    group.add_argument("--vocab-size", dest="bpe_vocab_size", type=int, default=512, help="the BPE tokenizer's vocabulary size, "
-                       "with --tokenizer bpe (default: 512)")
+    group.add_argument(
+        "--tokenizer",
+        choices=sorted(TOKENIZERS),
+        default="char",
+        help="how text becomes token ids (default: char)",
+    )
+    group.add_argument(
+        "--vocab-size",
+        dest="bpe_vocab_size",
+        type=int,
+        default=512,
+        help="the BPE tokenizer's vocabulary size, with --tokenizer bpe (default: 512)",
+    )
 
 
-# --- commands ---------------------------------------------------------------------------
+# --- commands -------------------------------------------------------------------------
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
     text = load_corpus(args.corpus)
-    tokenizer = train_tokenizer(text, args.tokenizer, args.bpe_vocab_size, progress=True)
+    tokenizer = train_tokenizer(
+        text, args.tokenizer, args.bpe_vocab_size, progress=True
+    )
     counts = prepare_token_files(text, tokenizer, args.out, args.val_fraction)
-    print(f"{args.out}: {counts['train']:,} train and {counts['val']:,} val tokens "
-          f"({args.tokenizer} tokenizer, vocab {tokenizer.vocab_size})")
+    print(
+        f"{args.out}: {counts['train']:,} train and {counts['val']:,} val tokens "
+        f"({args.tokenizer} tokenizer, vocab {tokenizer.vocab_size})"
+    )
     return 0
 
 
@@ -244,31 +429,53 @@ def cmd_train(args: argparse.Namespace) -> int:
         source = f"token files {args.data}"
     else:
         text = load_corpus(args.corpus)
-        if args.resume:  # keep the ids the model was trained with: the checkpoint's tokenizer
+        # keep the ids the model was trained with: the checkpoint's tokenizer
+        if args.resume:
             tokenizer = load_checkpoint(find_checkpoint(out_dir)).tokenizer
         else:
-            tokenizer = train_tokenizer(text, args.tokenizer, args.bpe_vocab_size, progress=config.progress)
+            tokenizer = train_tokenizer(
+                text, args.tokenizer, args.bpe_vocab_size, progress=config.progress
+            )
         train_data, val_data = train_val_split(encode_corpus(text, tokenizer), 0.1)
         source = f"corpus {args.corpus}: {len(text):,} characters ->"
-    vocab = {} if args.preset == "gpt2" else {"vocab_size": tokenizer.vocab_size}  # gpt2 keeps its 50257
+    # gpt2 keeps its 50257
+    vocab = {} if args.preset == "gpt2" else {"vocab_size": tokenizer.vocab_size}
     model_config = preset_config(args.preset, **vocab, **given(args, GPTConfig))
     if model_config.vocab_size < tokenizer.vocab_size:
-        raise ValueError(f"preset {args.preset} has vocab_size={model_config.vocab_size}, "
-                         f"smaller than the tokenizer's {tokenizer.vocab_size}")
+        raise ValueError(
+            f"preset {args.preset} has vocab_size={model_config.vocab_size}, "
+            f"smaller than the tokenizer's {tokenizer.vocab_size}"
+        )
     model = GPT(model_config)
-    print(f"{source} {len(train_data) + len(val_data):,} tokens ({tokenizer.kind} tokenizer, "
-          f"vocab {tokenizer.vocab_size})")
-    print(f"model {args.preset}: {model.num_params():,} parameters; training {config.max_steps} steps "
-          f"-> {out_dir}")
+    print(
+        f"{source} {len(train_data) + len(val_data):,} tokens "
+        f"({tokenizer.kind} tokenizer, vocab {tokenizer.vocab_size})"
+    )
+    print(
+        f"model {args.preset}: {model.num_params():,} parameters; "
+        f"training {config.max_steps} steps -> {out_dir}"
+    )
     checkpoint = RunCheckpoint(out_dir / CHECKPOINT_NAME, tokenizer, resume=args.resume)
-    result = train(model, train_data, val_data, config, out_dir, checkpoint, stop_at_step=args.stop_at)
+    result = train(
+        model,
+        train_data,
+        val_data,
+        config,
+        out_dir,
+        checkpoint,
+        stop_at_step=args.stop_at,
+    )
     if result.interrupted or result.stopped_early:
         source_flag = f"--data {args.data}" if args.data else f"--corpus {args.corpus}"
-        print(f"stopped at step {result.steps}; resume with: gptlib train --preset {args.preset} "
-              f"{source_flag} --out {out_dir} --resume")
+        print(
+            f"stopped at step {result.steps}; resume with: gptlib train "
+            f"--preset {args.preset} {source_flag} --out {out_dir} --resume"
+        )
     elif result.final:
-        print(f"step {result.steps}: train loss {result.final['train_loss']:.3f}, "
-              f"val loss {result.final['val_loss']:.3f} ({result.seconds:.0f} s)")
+        print(
+            f"step {result.steps}: train loss {result.final['train_loss']:.3f}, "
+            f"val loss {result.final['val_loss']:.3f} ({result.seconds:.0f} s)"
+        )
     print(f"checkpoint: {result.checkpoint}")
     return 130 if result.interrupted else 0
 
@@ -277,14 +484,25 @@ def cmd_sample(args: argparse.Namespace) -> int:
     path = find_checkpoint(args.checkpoint, RUNS_DIR)
     model, tokenizer = load_model(path, get_device(args.device))
     if tokenizer is None:
-        raise ValueError(f"{path} holds no tokenizer, so its output cannot be turned into text")
+        raise ValueError(
+            f"{path} holds no tokenizer, so its output cannot be turned into text"
+        )
     print(f"# sampling from {path}", file=sys.stderr)
     if args.instruction is not None:
         print(respond(model, tokenizer, args.instruction, args.max_new_tokens))
         return 0
     sys.stdout.write(args.prompt)
-    pieces = stream(model, tokenizer, args.prompt, args.max_new_tokens, args.temperature, args.top_k, args.top_p,
-                    args.seed, args.stop)
+    pieces = stream(
+        model,
+        tokenizer,
+        args.prompt,
+        args.max_new_tokens,
+        args.temperature,
+        args.top_k,
+        args.top_p,
+        args.seed,
+        args.stop,
+    )
     for piece in pieces:
         sys.stdout.write(piece)
         sys.stdout.flush()
@@ -298,28 +516,49 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     source = find_checkpoint(args.source)
     ckpt = load_checkpoint(source)
     if ckpt.tokenizer is None:
-        raise ValueError(f"{source} holds no tokenizer: fine-tuning needs the ids the model was trained with")
+        raise ValueError(
+            f"{source} holds no tokenizer: "
+            "fine-tuning needs the ids the model was trained with"
+        )
     tokenizer, model = ckpt.tokenizer, ckpt.build_model()
     out_dir = args.out or RUNS_DIR / f"finetune-{args.task}"
     config = finetune_config(args.task, **given(args, TrainConfig))
     seed_everything(config.seed)
-    print(f"fine-tuning {source} (step {ckpt.step}, {model.num_params():,} parameters) for '{args.task}', "
-          f"{config.max_steps} steps at lr {config.learning_rate:g} -> {out_dir}")
-    run = {"continue": finetune_continue, "classify": finetune_classify, "instruct": finetune_instruct}[args.task]
+    print(
+        f"fine-tuning {source} (step {ckpt.step}, {model.num_params():,} parameters) "
+        f"for '{args.task}', {config.max_steps} steps at lr {config.learning_rate:g} "
+        f"-> {out_dir}"
+    )
+    run = {
+        "continue": finetune_continue,
+        "classify": finetune_classify,
+        "instruct": finetune_instruct,
+    }[args.task]
     extra, classifier = run(args, model, tokenizer, config)
     if args.lora_rank is not None:
         print(f"adapter: {save_adapter(out_dir / ADAPTER_NAME, model)}")
-    model = merge_lora(model)  # a plain GPT again: `gptlib sample` and load_model read it
-    path = save_checkpoint(out_dir / CHECKPOINT_NAME, model, step=config.max_steps, tokenizer=tokenizer,
-                           extra={"finetuned_from": str(source), "task": args.task, **extra})
+    # a plain GPT again: `gptlib sample` and load_model read it
+    model = merge_lora(model)
+    path = save_checkpoint(
+        out_dir / CHECKPOINT_NAME,
+        model,
+        step=config.max_steps,
+        tokenizer=tokenizer,
+        extra={"finetuned_from": str(source), "task": args.task, **extra},
+    )
     print(f"checkpoint: {path}")
-    if classifier is not None:  # saved after the merge: the head belongs to the merged weights
-        print(f"classifier head: {save_classifier_head(out_dir / HEAD_NAME, classifier, LABELS)}")
+    # saved after the merge: the head belongs to the merged weights
+    if classifier is not None:
+        head_path = save_classifier_head(out_dir / HEAD_NAME, classifier, LABELS)
+        print(f"classifier head: {head_path}")
     return 0
 
 
-def prepare_trainable(args: argparse.Namespace, model: torch.nn.Module, gpt: GPT) -> None:
-    """Freeze blocks or add LoRA to `gpt` as the flags ask, and say how much is left to train."""
+def prepare_trainable(
+    args: argparse.Namespace, model: torch.nn.Module, gpt: GPT
+) -> None:
+    """Freeze blocks or add LoRA to `gpt` as the flags ask, and say how much is left
+    to train."""
     if args.lora_rank is not None:
         apply_lora(gpt, args.lora_rank, args.lora_alpha)
     elif args.trainable_blocks is not None:
@@ -331,16 +570,19 @@ def prepare_trainable(args: argparse.Namespace, model: torch.nn.Module, gpt: GPT
 def finetune_continue(
     args: argparse.Namespace, model: GPT, tokenizer: Tokenizer, config: TrainConfig
 ) -> tuple[dict, None]:
-    train_data, val_data = train_val_split(encode_corpus(load_corpus(args.corpus), tokenizer), 0.1)
+    ids = encode_corpus(load_corpus(args.corpus), tokenizer)
+    train_data, val_data = train_val_split(ids, 0.1)
     named = {args.corpus: val_data}
     if args.old_corpus:
-        named[args.old_corpus] = train_val_split(encode_corpus(load_corpus(args.old_corpus), tokenizer), 0.1)[1]
+        old_ids = encode_corpus(load_corpus(args.old_corpus), tokenizer)
+        named[args.old_corpus] = train_val_split(old_ids, 0.1)[1]
     before = estimate_loss(model, named, config.batch_size, config.eval_batches)
     prepare_trainable(args, model, model)
     result = train(model, train_data, val_data, config)
     if result.interrupted:
         raise KeyboardInterrupt
-    after = estimate_loss(model, named, config.batch_size, config.eval_batches, next(model.parameters()).device)
+    device = next(model.parameters()).device
+    after = estimate_loss(model, named, config.batch_size, config.eval_batches, device)
     for name in named:
         print(f"val loss on {name}: {before[name]:.3f} -> {after[name]:.3f}")
     return {"val_loss_before": before, "val_loss_after": after}, None
@@ -358,15 +600,29 @@ def finetune_classify(
     before = evaluate_classifier(classifier, x_test, y_test, y_train)
     prepare_trainable(args, classifier, model)
     classifier.head.requires_grad_(True)
-    batches = random_batches(train_set, config.batch_size, lambda b: encode_labelled(b, tokenizer, block),
-                             config.seed)
+    batches = random_batches(
+        train_set,
+        config.batch_size,
+        lambda b: encode_labelled(b, tokenizer, block),
+        config.seed,
+    )
     finetune(classifier, batches, config)
     after = evaluate_classifier(classifier, x_test, y_test, y_train)
-    print(f"{len(examples):,} labelled lines {LABELS}: {len(train_set):,} train, {len(test_set):,} test")
-    print(f"test accuracy: {before.accuracy:.1%} -> {after.accuracy:.1%} "
-          f"(always guessing the most common class: {after.majority_baseline:.1%})")
+    print(
+        f"{len(examples):,} labelled lines {LABELS}: "
+        f"{len(train_set):,} train, {len(test_set):,} test"
+    )
+    print(
+        f"test accuracy: {before.accuracy:.1%} -> {after.accuracy:.1%} "
+        f"(always guessing the most common class: {after.majority_baseline:.1%})"
+    )
     print("confusion (rows: true, columns: predicted):", after.confusion.tolist())
-    return {"labels": list(LABELS), "accuracy_before": before.accuracy, "accuracy_after": after.accuracy}, classifier
+    scores = {
+        "labels": list(LABELS),
+        "accuracy_before": before.accuracy,
+        "accuracy_after": after.accuracy,
+    }
+    return scores, classifier
 
 
 def finetune_instruct(
@@ -375,18 +631,38 @@ def finetune_instruct(
     pairs = glossary_instructions()
     usable = encodable(pairs, tokenizer)
     if not usable:
-        raise ValueError("the checkpoint's tokenizer cannot encode any glossary question: pretrain on a corpus "
-                         "with both languages (--corpus course)")
+        raise ValueError(
+            "the checkpoint's tokenizer cannot encode any glossary question: "
+            "pretrain on a corpus with both languages (--corpus course)"
+        )
     if len(usable) < len(pairs):
-        print(f"skipping {len(pairs) - len(usable)} of {len(pairs)} questions: the tokenizer cannot encode them")
+        print(
+            f"skipping {len(pairs) - len(usable)} of {len(pairs)} questions: "
+            "the tokenizer cannot encode them"
+        )
     train_set, _, test_set = split_examples(usable, (0.85, 0.0), seed=config.seed)
-    encoded = [encode_instruction(tokenizer, q, a, model.config.block_size) for q, a in train_set]
-    before = exact_match(model, tokenizer, train_set), exact_match(model, tokenizer, test_set)
+    encoded = [
+        encode_instruction(tokenizer, q, a, model.config.block_size)
+        for q, a in train_set
+    ]
+    before = (
+        exact_match(model, tokenizer, train_set),
+        exact_match(model, tokenizer, test_set),
+    )
     prepare_trainable(args, model, model)
-    finetune(model, random_batches(encoded, config.batch_size, pad_examples, config.seed), config)
-    after = exact_match(model, tokenizer, train_set), exact_match(model, tokenizer, test_set)
-    print(f"exact answers, trained questions: {before[0]:.0%} -> {after[0]:.0%}; "
-          f"held-out questions: {before[1]:.0%} -> {after[1]:.0%}")
+    finetune(
+        model,
+        random_batches(encoded, config.batch_size, pad_examples, config.seed),
+        config,
+    )
+    after = (
+        exact_match(model, tokenizer, train_set),
+        exact_match(model, tokenizer, test_set),
+    )
+    print(
+        f"exact answers, trained questions: {before[0]:.0%} -> {after[0]:.0%}; "
+        f"held-out questions: {before[1]:.0%} -> {after[1]:.0%}"
+    )
     for q, a in train_set[:2] + test_set[:2]:
         print(f"  {q} -> {respond(model, tokenizer, q)!r} (expected {a!r})")
     return {"exact_before": before, "exact_after": after}, None
@@ -396,9 +672,12 @@ def cmd_classify(args: argparse.Namespace) -> int:
     path = find_checkpoint(args.checkpoint)
     model, tokenizer = load_model(path, get_device(args.device))
     classifier, labels = load_classifier_head(path.parent / HEAD_NAME, model)
-    x, _ = encode_labelled([(text, 0) for text in args.texts], tokenizer, model.config.block_size)
+    x, _ = encode_labelled(
+        [(text, 0) for text in args.texts], tokenizer, model.config.block_size
+    )
     with torch.no_grad():
-        probs = classifier(x.to(next(model.parameters()).device))[0].softmax(dim=-1)  # (N, n_labels)
+        logits, _ = classifier(x.to(next(model.parameters()).device))
+        probs = logits.softmax(dim=-1)  # (N, n_labels)
     for text, p in zip(args.texts, probs.tolist()):
         best = max(range(len(labels)), key=p.__getitem__)
         print(f"{labels[best]:<8} {p[best]:4.0%}  {text}")
@@ -407,12 +686,23 @@ def cmd_classify(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    commands = {"train": cmd_train, "prepare": cmd_prepare, "sample": cmd_sample, "finetune": cmd_finetune,
-                "classify": cmd_classify}
+    commands = {
+        "train": cmd_train,
+        "prepare": cmd_prepare,
+        "sample": cmd_sample,
+        "finetune": cmd_finetune,
+        "classify": cmd_classify,
+    }
     try:
         return commands[args.command](args)
-    except (ValueError, FileNotFoundError, CheckpointError, UnknownCharacterError, NonFiniteLossError,
-            OSError) as e:
+    except (
+        ValueError,
+        FileNotFoundError,
+        CheckpointError,
+        UnknownCharacterError,
+        NonFiniteLossError,
+        OSError,
+    ) as e:
         print(f"gptlib {args.command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -8,7 +8,6 @@
   input/target batches a language model trains on.
 """
 
-
 # --8<-- [start:imports]
 import gzip
 import hashlib
@@ -25,76 +24,11 @@ import numpy as np
 import torch
 
 from gptlib.tokenizer import Tokenizer, load_tokenizer
+
 # --8<-- [end:imports]
 
-CACHE_ENV_VAR = "GPTLIB_CACHE"
 
-
-def cache_dir() -> Path:
-    """Where downloads are kept: $GPTLIB_CACHE, else ~/.cache/gptlib."""
-    return Path(os.environ.get(CACHE_ENV_VAR) or Path.home() / ".cache" / "gptlib")
-
-
-def sha256_of(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-# --8<-- [start:download]
-def download(url: str, sha256: str, filename: str, directory: str | Path | None = None, progress: bool = True) -> Path:
-    """Download `url` into the cache once, check its SHA-256 and return the local path.
-
-    A cached file with the right checksum is used as it is (no network). pooch
-    downloads to a temporary file and moves it into place only after the checksum
-    matched, so an interrupted or corrupted download never poisons the cache.
-    """
-    import pooch  # imported here: only downloads need it
-
-    directory = Path(directory) if directory is not None else cache_dir()
-    try:
-        path = pooch.retrieve(
-            url, known_hash=f"sha256:{sha256}", fname=filename, path=directory, progressbar=progress
-        )
-    except ValueError as e:  # pooch raises ValueError on a checksum mismatch
-        raise ValueError(f"download of {url} failed its SHA-256 check: {e}") from None
-    return Path(path)
-# --8<-- [end:download]
-
-
-@dataclass(frozen=True)
-class RemoteCorpus:
-    url: str
-    sha256: str
-    filename: str
-    env_var: str  # a path in this variable is used instead of downloading
-
-
-TINYSHAKESPEARE = RemoteCorpus(
-    url="https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt",
-    sha256="86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed",
-    filename="tinyshakespeare.txt",
-    env_var="GPTLIB_TINYSHAKESPEARE",
-)
-
-
-def fetch_remote_corpus(corpus: RemoteCorpus, progress: bool = True) -> Path:
-    """The local path of a public corpus: the file named by its environment variable if
-    set (checked against the published SHA-256), else a cached download."""
-    local = os.environ.get(corpus.env_var)
-    if local:
-        path = Path(local)
-        if not path.is_file():
-            raise FileNotFoundError(f"${corpus.env_var} is {local}, which is not a file")
-        if sha256_of(path) != corpus.sha256:
-            raise ValueError(f"{path} (from ${corpus.env_var}) is not the published {corpus.filename}: "
-                             "its SHA-256 does not match")
-        return path
-    return download(corpus.url, corpus.sha256, corpus.filename, progress=progress)
-
-
+# --8<-- [start:corpora]
 @dataclass(frozen=True)
 class PackagedCorpus:
     filename: str  # in gptlib/corpora/
@@ -102,18 +36,25 @@ class PackagedCorpus:
 
 
 # The course's own text, frozen: a snapshot of its pages (English and Chinese), code and
-# glossary at one commit, made by scripts/freeze_course_corpus.py in the repository. A new
-# version is made on purpose, never by editing a page, so the numbers the pages show stay put.
-COURSE_CORPUS = PackagedCorpus("course-v1.json.gz", "a2740bd721f7e4543b3e21251eb14521fd539bb6062151ea68b50c8e1aadd9e5")
+# glossary at one commit, made by scripts/freeze_course_corpus.py in the repository.
+# A new version is made on purpose, never by editing a page: the numbers pages show
+# stay put.
+COURSE_CORPUS = PackagedCorpus(
+    "course-v1.json.gz",
+    "a2740bd721f7e4543b3e21251eb14521fd539bb6062151ea68b50c8e1aadd9e5",
+)
 
 
 @cache
 def course_snapshot() -> dict[str, Any]:
-    """The frozen course corpus: {"pages": [{"page", "en", "zh"}], "lines": {...}, "glossary": [...]}."""
+    """The frozen course corpus, a dict: "pages" ({"page", "en", "zh"} each, the
+    sections of a page in both languages), "lines" and "glossary"."""
     raw = (resources.files("gptlib") / "corpora" / COURSE_CORPUS.filename).read_bytes()
     if hashlib.sha256(raw).hexdigest() != COURSE_CORPUS.sha256:
-        raise ValueError(f"gptlib's packaged corpus {COURSE_CORPUS.filename} is damaged "
-                         "(SHA-256 mismatch): reinstall gptlib")
+        raise ValueError(
+            f"gptlib's packaged corpus {COURSE_CORPUS.filename} is damaged "
+            "(SHA-256 mismatch): reinstall gptlib"
+        )
     return json.loads(gzip.decompress(raw))
 
 
@@ -136,11 +77,12 @@ CORPORA: dict[str, Callable[[], str]] = {
     "course": course_text,
     "course-en": lambda: course_text("en"),
     "course-zh": lambda: course_text("zh"),
-    "tinyshakespeare": lambda: fetch_remote_corpus(TINYSHAKESPEARE).read_text(encoding="utf-8"),
+    "tinyshakespeare": lambda: fetch_remote_corpus(TINYSHAKESPEARE).read_text(
+        encoding="utf-8"
+    ),
 }
 
 
-# --8<-- [start:load_corpus]
 def load_corpus(name: str) -> str:
     """The text of a named corpus (see `CORPORA`) or of a UTF-8 text file at a path."""
     if name in CORPORA:
@@ -148,8 +90,13 @@ def load_corpus(name: str) -> str:
     path = Path(name)
     if path.is_file():
         return path.read_text(encoding="utf-8")
-    raise ValueError(f"unknown corpus {name!r}: use one of {sorted(CORPORA)} or the path of a text file")
-# --8<-- [end:load_corpus]
+    raise ValueError(
+        f"unknown corpus {name!r}: use one of {sorted(CORPORA)} "
+        "or the path of a text file"
+    )
+
+
+# --8<-- [end:corpora]
 
 
 # --8<-- [start:batches]
@@ -164,7 +111,8 @@ def train_val_split(
     """The first (1 - val_fraction) of the tokens for training, the rest for validation.
 
     With `chunk_size`, the tokens are cut into chunks of that size instead and every
-    (1 / val_fraction)-th chunk is kept for validation, so that both sets sample the whole
+    (1 / val_fraction)-th chunk is kept for validation, so that both sets sample the
+    whole
     text: a corpus whose end differs from the rest (a course that grows page by page)
     still gets a validation set like its training set.
     """
@@ -177,7 +125,10 @@ def train_val_split(
     chunks = data.split(chunk_size)
     is_val = [i % every == every - 1 for i in range(len(chunks))]
     if not any(is_val):
-        raise ValueError(f"{len(data)} tokens make fewer than {every} chunks of {chunk_size}: use a smaller chunk_size")
+        raise ValueError(
+            f"{len(data)} tokens make fewer than {every} chunks of {chunk_size}: "
+            "use a smaller chunk_size"
+        )
     train = torch.cat([c for c, v in zip(chunks, is_val) if not v])
     return train, torch.cat([c for c, v in zip(chunks, is_val) if v])
 
@@ -191,15 +142,31 @@ def get_batch(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Sample `batch_size` random windows: inputs x and targets y = x shifted by one."""
     if len(data) <= block_size:
-        raise ValueError(f"need more than block_size={block_size} tokens to make a batch, got {len(data)}")
-    starts = torch.randint(len(data) - block_size, (batch_size,), generator=generator)  # (B,)
-    if isinstance(data, np.ndarray):  # a memmapped token file: read only these windows from disk
-        windows = np.stack([data[i : i + block_size + 1] for i in starts.tolist()]).astype(np.int64)
+        raise ValueError(
+            f"need more than block_size={block_size} tokens to make a batch, "
+            f"got {len(data)}"
+        )
+    starts = torch.randint(
+        len(data) - block_size, (batch_size,), generator=generator
+    )  # (B,)
+    if isinstance(
+        data, np.ndarray
+    ):  # a memmapped token file: read only these windows from disk
+        windows = np.stack(
+            [data[i : i + block_size + 1] for i in starts.tolist()]
+        ).astype(np.int64)
         chunk = torch.from_numpy(windows)  # (B, T + 1)
     else:
-        chunk = torch.stack([data[i : i + block_size + 1] for i in starts])  # (B, T + 1)
-    x, y = chunk[:, :-1].contiguous(), chunk[:, 1:].contiguous()  # (B, T) each: y is x shifted by one, the next token at each position
+        chunk = torch.stack(
+            [data[i : i + block_size + 1] for i in starts]
+        )  # (B, T + 1)
+    x, y = (
+        chunk[:, :-1].contiguous(),
+        chunk[:, 1:].contiguous(),
+    )  # (B, T) each: y is x shifted by one, the next token at each position
     return x.to(device), y.to(device)
+
+
 # --8<-- [end:batches]
 
 
@@ -215,7 +182,7 @@ def token_dtype(vocab_size: int) -> np.dtype:
 def prepare_token_files(
     text: str, tokenizer: Tokenizer, out_dir: str | Path, val_fraction: float = 0.1
 ) -> dict[str, int]:
-    """Encode `text` once and write train.bin, val.bin (raw token ids) and tokenizer.json."""
+    """Encode `text` once: write train.bin, val.bin (token ids) and tokenizer.json."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     ids = np.array(tokenizer.encode(text), dtype=token_dtype(tokenizer.vocab_size))
@@ -229,14 +196,106 @@ def prepare_token_files(
 
 
 def load_token_files(data_dir: str | Path) -> tuple[np.memmap, np.memmap, Tokenizer]:
-    """Memory-map train.bin and val.bin: batches read from disk, the corpus never sits in RAM."""
+    """Memory-map train.bin and val.bin: batches are read from disk, the corpus never
+    sits in RAM."""
     data_dir = Path(data_dir)
     for name in (TRAIN_FILE, VAL_FILE, TOKENIZER_FILE):
         if not (data_dir / name).is_file():
-            raise FileNotFoundError(f"{data_dir / name} is missing: run `gptlib prepare --out {data_dir}` first")
+            raise FileNotFoundError(
+                f"{data_dir / name} is missing: "
+                f"run `gptlib prepare --out {data_dir}` first"
+            )
     tokenizer = load_tokenizer(data_dir / TOKENIZER_FILE)
     dtype = token_dtype(tokenizer.vocab_size)
     train = np.memmap(data_dir / TRAIN_FILE, dtype=dtype, mode="r")
     val = np.memmap(data_dir / VAL_FILE, dtype=dtype, mode="r")
     return train, val, tokenizer
+
+
 # --8<-- [end:token_files]
+
+
+# --8<-- [start:download]
+CACHE_ENV_VAR = "GPTLIB_CACHE"
+
+
+def cache_dir() -> Path:
+    """Where downloads are kept: $GPTLIB_CACHE, else ~/.cache/gptlib."""
+    return Path(os.environ.get(CACHE_ENV_VAR) or Path.home() / ".cache" / "gptlib")
+
+
+def sha256_of(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def download(
+    url: str,
+    sha256: str,
+    filename: str,
+    directory: str | Path | None = None,
+    progress: bool = True,
+) -> Path:
+    """Download `url` into the cache once, check its SHA-256 and return the local path.
+
+    A cached file with the right checksum is used as it is (no network). pooch
+    downloads to a temporary file and moves it into place only after the checksum
+    matched, so an interrupted or corrupted download never poisons the cache.
+    """
+    import pooch  # imported here: only downloads need it
+
+    directory = Path(directory) if directory is not None else cache_dir()
+    try:
+        path = pooch.retrieve(
+            url,
+            known_hash=f"sha256:{sha256}",
+            fname=filename,
+            path=directory,
+            progressbar=progress,
+        )
+    except ValueError as e:  # pooch raises ValueError on a checksum mismatch
+        raise ValueError(f"download of {url} failed its SHA-256 check: {e}") from None
+    return Path(path)
+
+
+@dataclass(frozen=True)
+class RemoteCorpus:
+    url: str
+    sha256: str
+    filename: str
+    env_var: str  # a path in this variable is used instead of downloading
+
+
+TINYSHAKESPEARE = RemoteCorpus(
+    url="https://raw.githubusercontent.com/karpathy/char-rnn/master/data/"
+    "tinyshakespeare/input.txt",
+    sha256="86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed",
+    filename="tinyshakespeare.txt",
+    env_var="GPTLIB_TINYSHAKESPEARE",
+)
+
+
+def fetch_remote_corpus(corpus: RemoteCorpus, progress: bool = True) -> Path:
+    """The local path of a public corpus: the file named by its environment variable if
+    set (checked against the published SHA-256), else a cached download."""
+    local = os.environ.get(corpus.env_var)
+    if local:
+        path = Path(local)
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"${corpus.env_var} is {local}, which is not a file"
+            )
+        if sha256_of(path) != corpus.sha256:
+            raise ValueError(
+                f"{path} (from ${corpus.env_var}) is not the published "
+                f"{corpus.filename}: "
+                "its SHA-256 does not match"
+            )
+        return path
+    return download(corpus.url, corpus.sha256, corpus.filename, progress=progress)
+
+
+# --8<-- [end:download]

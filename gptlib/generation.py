@@ -11,6 +11,7 @@ import torch.nn.functional as F
 
 from gptlib.model import GPT, KVCache
 from gptlib.tokenizer import Tokenizer
+
 # --8<-- [end:imports]
 
 
@@ -22,7 +23,7 @@ def sample_next(
     top_p: float | None = None,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    """Pick the next token id from the logits of the last position, shape (B, V) -> (B, 1)."""
+    """Pick the next token id from the logits of the last position: (B, V) -> (B, 1)."""
     if temperature < 0:
         raise ValueError(f"temperature must be >= 0, got {temperature}")
     if top_k is not None and top_k < 1:
@@ -33,17 +34,27 @@ def sample_next(
         return logits.argmax(dim=-1, keepdim=True)
     logits = logits / temperature  # < 1 sharpens the distribution, > 1 flattens it
     if top_k is not None:
-        kth_best = torch.topk(logits, min(top_k, logits.size(-1))).values[:, [-1]]  # (B, 1)
-        logits = logits.masked_fill(logits < kth_best, float("-inf"))  # keep only the k best
+        kth_best = torch.topk(logits, min(top_k, logits.size(-1))).values[
+            :, [-1]
+        ]  # (B, 1)
+        logits = logits.masked_fill(
+            logits < kth_best, float("-inf")
+        )  # keep only the k best
     if top_p is not None:
         sorted_logits, order = torch.sort(logits, dim=-1, descending=True)  # (B, V)
         sorted_probs = F.softmax(sorted_logits, dim=-1)
         # drop a token when the tokens before it already cover top_p of the probability
-        drop = sorted_probs.cumsum(dim=-1) - sorted_probs > top_p  # the best token is never dropped
+        drop = (
+            sorted_probs.cumsum(dim=-1) - sorted_probs > top_p
+        )  # the best token is never dropped
         sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
-        logits = torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
+        logits = torch.full_like(logits, float("-inf")).scatter(
+            -1, order, sorted_logits
+        )
     probs = F.softmax(logits, dim=-1)  # (B, V)
     return torch.multinomial(probs, num_samples=1, generator=generator)  # (B, 1)
+
+
 # --8<-- [end:sample_next]
 
 
@@ -70,15 +81,25 @@ def generate_tokens(
     cache = None
     for _ in range(max_new_tokens):
         if not use_cache:
-            logits, _ = model(idx[:, -block_size:])  # recompute the whole context: (B, T, V)
+            logits, _ = model(
+                idx[:, -block_size:]
+            )  # recompute the whole context: (B, T, V)
         elif cache is None or len(cache) + 1 > block_size:
             cache = KVCache(model.config.n_layer)
-            logits, _ = model(idx[:, -block_size:], cache=cache)  # fill the cache with the context
+            logits, _ = model(
+                idx[:, -block_size:], cache=cache
+            )  # fill the cache with the context
         else:
-            logits, _ = model(idx[:, -1:], cache=cache)  # only the newest token: (B, 1, V)
-        next_id = sample_next(logits[:, -1, :], temperature, top_k, top_p, generator)  # (B, 1)
+            logits, _ = model(
+                idx[:, -1:], cache=cache
+            )  # only the newest token: (B, 1, V)
+        next_id = sample_next(
+            logits[:, -1, :], temperature, top_k, top_p, generator
+        )  # (B, 1)
         idx = torch.cat([idx, next_id], dim=1)  # (B, T + 1)
         yield next_id
+
+
 # --8<-- [end:generate_tokens]
 
 
@@ -111,10 +132,14 @@ def stream(
     text, shown = "", 0  # the continuation so far, and how much of it was yielded
     hold = len(stop) - 1 if stop else 0  # the tail that could be the start of `stop`
     try:
-        for next_id in generate_tokens(model, idx, max_new_tokens, temperature, top_k, top_p, generator):
+        for next_id in generate_tokens(
+            model, idx, max_new_tokens, temperature, top_k, top_p, generator
+        ):
             pending.append(int(next_id))
             piece = tokenizer.decode(pending)
-            if piece.endswith("\ufffd"):  # a BPE token can end inside a multi-byte character
+            if piece.endswith(
+                "\ufffd"
+            ):  # a BPE token can end inside a multi-byte character
                 continue
             text += piece
             pending = []
@@ -130,6 +155,8 @@ def stream(
             yield text[shown:]
     finally:
         model.train(was_training)
+
+
 # --8<-- [end:stream]
 
 
@@ -146,6 +173,10 @@ def generate(
     stop: str | None = None,
 ) -> str:
     """Continue `prompt` and return prompt + continuation."""
-    pieces = stream(model, tokenizer, prompt, max_new_tokens, temperature, top_k, top_p, seed, stop)
+    pieces = stream(
+        model, tokenizer, prompt, max_new_tokens, temperature, top_k, top_p, seed, stop
+    )
     return prompt + "".join(pieces)
+
+
 # --8<-- [end:generate]

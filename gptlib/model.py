@@ -42,9 +42,13 @@ class GPTConfig:
         for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"GPTConfig.{name} must be a positive integer, got {value!r}")
+                raise ValueError(
+                    f"GPTConfig.{name} must be a positive integer, got {value!r}"
+                )
         if self.n_embd % self.n_head != 0:
-            raise ValueError(f"n_embd={self.n_embd} must be divisible by n_head={self.n_head}")
+            raise ValueError(
+                f"n_embd={self.n_embd} must be divisible by n_head={self.n_head}"
+            )
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
 
@@ -56,7 +60,9 @@ class GPTConfig:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
-            raise ValueError(f"unknown GPTConfig field(s) {unknown}; known: {sorted(known)}")
+            raise ValueError(
+                f"unknown GPTConfig field(s) {unknown}; known: {sorted(known)}"
+            )
         return cls(**data)
 
 
@@ -92,7 +98,9 @@ class CausalSelfAttention(nn.Module):
         y = F.scaled_dot_product_attention(
             q, k, v, attn_mask=mask, is_causal=mask is None, dropout_p=dropout_p
         )  # (B, H, T, D)
-        y = y.transpose(1, 2).contiguous().view(B, T, C)  # heads side by side: (B, T, C)
+        y = (
+            y.transpose(1, 2).contiguous().view(B, T, C)
+        )  # heads side by side: (B, T, C)
         return self.resid_dropout(self.c_proj(y))
 
 
@@ -146,12 +154,13 @@ class GPT(nn.Module):
     Token and position embeddings, n_layer Transformer blocks, a final LayerNorm, and
     a linear head that shares its matrix with the token embedding.
 
-    >>> model = GPT(GPTConfig(vocab_size=10, block_size=8, n_layer=1, n_head=2, n_embd=16))
+    >>> config = GPTConfig(vocab_size=10, block_size=8, n_layer=1, n_head=2, n_embd=16)
+    >>> model = GPT(config)
     >>> idx = torch.tensor([[1, 2, 3]])  # one sequence of 3 token ids: (B, T)
     >>> logits, loss = model(idx, targets=torch.tensor([[2, 3, 4]]))
     >>> logits.shape  # a score for each of the 10 tokens, at each of the 3 positions
     torch.Size([1, 3, 10])
-    >>> abs(loss.item() - math.log(10)) < 0.2  # untrained: about a uniform guess, ln(10)
+    >>> abs(loss.item() - math.log(10)) < 0.2  # untrained: about a uniform guess
     True
     """
 
@@ -159,11 +168,17 @@ class GPT(nn.Module):
         super().__init__()
         self.config = config
         # --8<-- [start:embeddings]
-        self.tok_emb = nn.Embedding(config.vocab_size, config.n_embd)  # token id -> vector
-        self.pos_emb = nn.Embedding(config.block_size, config.n_embd)  # position -> vector
+        self.tok_emb = nn.Embedding(
+            config.vocab_size, config.n_embd
+        )  # token id -> vector
+        self.pos_emb = nn.Embedding(
+            config.block_size, config.n_embd
+        )  # position -> vector
         # --8<-- [end:embeddings]
         self.drop = nn.Dropout(config.dropout)
-        self.blocks = nn.ModuleList([Block(config, layer) for layer in range(config.n_layer)])
+        self.blocks = nn.ModuleList(
+            [Block(config, layer) for layer in range(config.n_layer)]
+        )
         self.ln_f = nn.LayerNorm(config.n_embd, bias=config.bias)
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
         # --8<-- [start:tying_and_init]
@@ -186,16 +201,22 @@ class GPT(nn.Module):
         elif isinstance(module, nn.Embedding):
             nn.init.normal_(module.weight, mean=0.0, std=0.02)
 
-    def hidden_states(self, idx: torch.Tensor, cache: "KVCache | None" = None) -> torch.Tensor:
+    def hidden_states(
+        self, idx: torch.Tensor, cache: "KVCache | None" = None
+    ) -> torch.Tensor:
         """What the head reads: token ids (B, T) -> vectors (B, T, C)."""
         B, T = idx.shape
         past = len(cache) if cache is not None else 0  # positions already in the cache
         if past + T > self.config.block_size:
-            raise ValueError(f"sequence length {past + T} is longer than "
-                             f"block_size={self.config.block_size}")
+            raise ValueError(
+                f"sequence length {past + T} is longer than "
+                f"block_size={self.config.block_size}"
+            )
         # --8<-- [start:embed_forward]
         pos = torch.arange(past, past + T, device=idx.device)  # (T,)
-        x = self.drop(self.tok_emb(idx) + self.pos_emb(pos))  # (B, T, C) + (T, C) -> (B, T, C)
+        x = self.drop(
+            self.tok_emb(idx) + self.pos_emb(pos)
+        )  # (B, T, C) + (T, C) -> (B, T, C)
         # --8<-- [end:embed_forward]
         for block in self.blocks:
             x = block(x, cache)  # (B, T, C)
@@ -291,7 +312,11 @@ class KVCache:
             v = torch.cat([self.values[layer], v], dim=2)
         self.keys[layer], self.values[layer] = k, v
         T = k.size(2) - past
-        return k, v, causal_lower_right(T, past + T)  # the causal mask, bottom-right aligned
+        return (
+            k,
+            v,
+            causal_lower_right(T, past + T),
+        )  # the causal mask, bottom-right aligned
 
 
 # --8<-- [end:kv_cache]

@@ -12,10 +12,12 @@ from typing import Any
 import torch
 
 from gptlib.model import GPT, GPTConfig
+
 # --8<-- [end:imports]
 
 # --8<-- [start:mapping]
-# Hugging Face key (with {i} for the block number) -> gptlib key, and whether to transpose.
+# Hugging Face key (with {i} for the block number) -> gptlib key,
+# and whether to transpose.
 HF_TO_GPTLIB: list[tuple[str, str, bool]] = [
     ("transformer.wte.weight", "tok_emb.weight", False),
     ("transformer.wpe.weight", "pos_emb.weight", False),
@@ -25,7 +27,8 @@ HF_TO_GPTLIB: list[tuple[str, str, bool]] = [
 HF_BLOCK_TO_GPTLIB: list[tuple[str, str, bool]] = [
     ("ln_1.weight", "ln_1.weight", False),
     ("ln_1.bias", "ln_1.bias", False),
-    ("attn.c_attn.weight", "attn.c_attn.weight", True),  # Conv1D: (C, 3C) -> Linear: (3C, C)
+    # Conv1D: (C, 3C) -> Linear: (3C, C)
+    ("attn.c_attn.weight", "attn.c_attn.weight", True),
     ("attn.c_attn.bias", "attn.c_attn.bias", False),
     ("attn.c_proj.weight", "attn.c_proj.weight", True),
     ("attn.c_proj.bias", "attn.c_proj.bias", False),
@@ -39,14 +42,21 @@ HF_BLOCK_TO_GPTLIB: list[tuple[str, str, bool]] = [
 # --8<-- [end:mapping]
 
 
-# --8<-- [start:ch08_config_from_hf]
+# --8<-- [start:config_from_hf]
 def config_from_hf(hf_config: Any) -> GPTConfig:
-    """A GPTConfig from a Hugging Face `GPT2Config` (refusing settings gptlib's GPT does not have)."""
+    """A GPTConfig from a Hugging Face `GPT2Config` (refusing settings gptlib's GPT
+    does not have)."""
     activation = getattr(hf_config, "activation_function", "gelu_new")
     if activation not in ("gelu_new", "gelu_pytorch_tanh"):
-        raise ValueError(f"activation_function={activation!r}: gptlib's MLP uses the tanh GELU ('gelu_new')")
+        raise ValueError(
+            f"activation_function={activation!r}: "
+            "gptlib's MLP uses the tanh GELU ('gelu_new')"
+        )
     if getattr(hf_config, "layer_norm_epsilon", 1e-5) != 1e-5:
-        raise ValueError(f"layer_norm_epsilon={hf_config.layer_norm_epsilon}: gptlib's LayerNorms use 1e-5")
+        raise ValueError(
+            f"layer_norm_epsilon={hf_config.layer_norm_epsilon}: "
+            "gptlib's LayerNorms use 1e-5"
+        )
     return GPTConfig(
         vocab_size=hf_config.vocab_size,
         block_size=hf_config.n_positions,
@@ -56,43 +66,61 @@ def config_from_hf(hf_config: Any) -> GPTConfig:
         dropout=0.0,
         bias=True,
     )
-# --8<-- [end:ch08_config_from_hf]
+
+
+# --8<-- [end:config_from_hf]
 
 
 # --8<-- [start:convert]
-def gpt_from_hf_state_dict(state_dict: Mapping[str, torch.Tensor], config: GPTConfig) -> GPT:
+def gpt_from_hf_state_dict(
+    state_dict: Mapping[str, torch.Tensor], config: GPTConfig
+) -> GPT:
     """Build a gptlib GPT holding the weights of a Hugging Face GPT-2 state_dict."""
     model = GPT(config)
     ours = model.state_dict()
     pairs = list(HF_TO_GPTLIB)
     for i in range(config.n_layer):
-        pairs += [(f"transformer.h.{i}.{hf}", f"blocks.{i}.{mine}", t) for hf, mine, t in HF_BLOCK_TO_GPTLIB]
+        pairs += [
+            (f"transformer.h.{i}.{hf}", f"blocks.{i}.{mine}", t)
+            for hf, mine, t in HF_BLOCK_TO_GPTLIB
+        ]
     missing = [hf for hf, _, _ in pairs if hf not in state_dict]
     if missing:
-        raise KeyError(f"the Hugging Face state_dict lacks {len(missing)} key(s), first: {missing[:3]}")
+        raise KeyError(
+            f"the Hugging Face state_dict lacks {len(missing)} key(s), "
+            f"first: {missing[:3]}"
+        )
     head = state_dict.get("lm_head.weight")
     if head is not None and not torch.equal(head, state_dict["transformer.wte.weight"]):
-        raise ValueError("lm_head.weight differs from transformer.wte.weight: gptlib ties them, so an untied "
-                         "head cannot be loaded without changing its output")
+        raise ValueError(
+            "lm_head.weight differs from transformer.wte.weight: gptlib ties them, "
+            "so an untied head cannot be loaded without changing its output"
+        )
     with torch.no_grad():
         for hf, mine, transpose in pairs:
             weight = state_dict[hf].t() if transpose else state_dict[hf]
             if weight.shape != ours[mine].shape:
                 raise ValueError(
-                    f"shape mismatch for {hf} -> {mine}: {tuple(weight.shape)} vs {tuple(ours[mine].shape)} "
+                    f"shape mismatch for {hf} -> {mine}: {tuple(weight.shape)} "
+                    f"vs {tuple(ours[mine].shape)} "
                     "(is the config the one these weights were trained with?)"
                 )
             ours[mine].copy_(weight)
     # lm_head.weight is tied to tok_emb.weight, so it now holds wte as GPT-2's head does
     return model
+
+
 # --8<-- [end:convert]
 
 
-# --8<-- [start:ch08_load_hf_gpt2]
+# --8<-- [start:load_hf_gpt2]
 def load_hf_gpt2(name_or_path: str = "gpt2") -> GPT:
-    """GPT-2 from the Hugging Face hub or a local folder (needs `pip install transformers`)."""
+    """GPT-2 from the Hugging Face hub or a local folder (needs
+    `pip install transformers`)."""
     from transformers import GPT2LMHeadModel
 
     hf = GPT2LMHeadModel.from_pretrained(name_or_path)
     return gpt_from_hf_state_dict(hf.state_dict(), config_from_hf(hf.config)).eval()
-# --8<-- [end:ch08_load_hf_gpt2]
+
+
+# --8<-- [end:load_hf_gpt2]

@@ -10,7 +10,6 @@ Two kinds, one interface (`encode`, `decode`, `vocab_size`, `save`, `to_dict`):
 Chapter 04 (Tokenizer) builds this file.
 """
 
-
 # --8<-- [start:imports]
 import json
 import re
@@ -20,6 +19,7 @@ from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from tqdm.auto import tqdm
+
 # --8<-- [end:imports]
 
 FORMAT_VERSION = 1
@@ -32,23 +32,33 @@ class UnknownCharacterError(ValueError):
     def __init__(self, unknown: Iterable[str]):
         self.characters = sorted(set(unknown))
         shown = ", ".join(f"{c!r} (U+{ord(c):04X})" for c in self.characters[:10])
-        more = f" and {len(self.characters) - 10} more" if len(self.characters) > 10 else ""
+        more = (
+            f" and {len(self.characters) - 10} more"
+            if len(self.characters) > 10
+            else ""
+        )
         super().__init__(
-            f"{len(self.characters)} character(s) not in the vocabulary: {shown}{more}. "
+            f"{len(self.characters)} character(s) not in the vocabulary: "
+            f"{shown}{more}. "
             "Train the tokenizer on text that contains them, "
             "or create it with unk_token=... to map unknown characters to one id."
         )
+
+
 # --8<-- [end:errors]
 
 
 # --8<-- [start:char]
 class CharTokenizer:
-    """One token per character. Trained, the vocabulary is the sorted set of characters seen."""
+    """One token per character. Trained, the vocabulary is the sorted set of characters
+    seen."""
 
     kind = "char"
 
     def __init__(self, chars: Iterable[str], unk_token: str | None = None):
-        self.chars = list(dict.fromkeys(chars))  # the vocabulary in id order, each character once
+        self.chars = list(
+            dict.fromkeys(chars)
+        )  # the vocabulary in id order, each character once
         if unk_token is not None and unk_token not in self.chars:
             self.chars.append(unk_token)  # the unknown token gets the last id
         self.unk_token = unk_token
@@ -76,16 +86,26 @@ class CharTokenizer:
         ids = [int(i) for i in ids]
         bad = sorted({i for i in ids if i not in self.itos})
         if bad:
-            raise ValueError(f"token id(s) {bad[:10]} out of range for vocab_size={self.vocab_size}")
+            raise ValueError(
+                f"token id(s) {bad[:10]} out of range for vocab_size={self.vocab_size}"
+            )
         return "".join(self.itos[i] for i in ids)
-# --8<-- [end:char]
+
+    # --8<-- [end:char]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"type": self.kind, "version": FORMAT_VERSION, "chars": self.chars, "unk_token": self.unk_token}
+        return {
+            "type": self.kind,
+            "version": FORMAT_VERSION,
+            "chars": self.chars,
+            "unk_token": self.unk_token,
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "CharTokenizer":
-        return cls(data["chars"], unk_token=data.get("unk_token"))  # the stored order is the id order
+        return cls(
+            data["chars"], unk_token=data.get("unk_token")
+        )  # the stored order is the id order
 
     def save(self, path: str | Path) -> Path:
         return _save_json(self.to_dict(), path)
@@ -96,7 +116,9 @@ class CharTokenizer:
 # an optional space + letters, an optional space + digits, an optional space +
 # punctuation, or whitespace. GPT-2 uses the same idea (with the `regex` module's
 # \p{L}); here `[^\W\d_]` means "a letter" with only the standard library.
-SPLIT_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?[^\W\d_]+| ?\d+| ?(?:[^\s\w]|_)+|\s+(?!\S)|\s+"""
+SPLIT_PATTERN = (
+    r"""'(?:[sdmt]|ll|ve|re)| ?[^\W\d_]+| ?\d+| ?(?:[^\s\w]|_)+|\s+(?!\S)|\s+"""
+)
 # --8<-- [end:split_pattern]
 
 
@@ -110,7 +132,9 @@ def count_pairs(words: dict[tuple[int, ...], int]) -> Counter[tuple[int, int]]:
     return pairs
 
 
-def merge_pair(ids: tuple[int, ...], pair: tuple[int, int], new_id: int) -> tuple[int, ...]:
+def merge_pair(
+    ids: tuple[int, ...], pair: tuple[int, int], new_id: int
+) -> tuple[int, ...]:
     """Replace every occurrence of `pair` in `ids` by `new_id`."""
     out, i = [], 0
     while i < len(ids):
@@ -121,12 +145,14 @@ def merge_pair(ids: tuple[int, ...], pair: tuple[int, int], new_id: int) -> tupl
             out.append(ids[i])
             i += 1
     return tuple(out)
+
+
 # --8<-- [end:bpe_helpers]
 
 
 # --8<-- [start:bpe_init]
 class BPETokenizer:
-    """Byte-level BPE: ids 0..255 are the raw bytes, every later id is a learned merge."""
+    """Byte-level BPE: ids 0..255 are the raw bytes, every later id a learned merge."""
 
     kind = "bpe"
 
@@ -146,8 +172,12 @@ class BPETokenizer:
             self.vocab[256 + k] = self.vocab[a] + self.vocab[b]
             self.ranks[(a, b)] = k
         first_special = 256 + len(self.merges)
-        self.special_tokens = {tok: first_special + i for i, tok in enumerate(dict.fromkeys(special_tokens))}
+        self.special_tokens = {
+            tok: first_special + i
+            for i, tok in enumerate(dict.fromkeys(special_tokens))
+        }
         self._cache: dict[str, list[int]] = {}
+
     # --8<-- [end:bpe_init]
 
     # --8<-- [start:train]
@@ -164,10 +194,14 @@ class BPETokenizer:
         special_tokens = list(dict.fromkeys(special_tokens))
         num_merges = vocab_size - 256 - len(special_tokens)
         if num_merges < 0:
-            raise ValueError(f"vocab_size must be at least {256 + len(special_tokens)} (256 bytes + special tokens)")
+            raise ValueError(
+                f"vocab_size must be at least {256 + len(special_tokens)} "
+                "(256 bytes + special tokens)"
+            )
         # Count each distinct chunk once: "the" appears thousands of times, but we
         # only need to merge inside it once and multiply by its frequency.
-        # Special tokens are not text: drop them before counting, so no merge learns them.
+        # Special tokens are not text: drop them before counting, so no merge learns
+        # them.
         for special in special_tokens:
             text = text.replace(special, "\n")
         chunks = Counter(re.findall(pattern, text))
@@ -177,11 +211,14 @@ class BPETokenizer:
             pairs = count_pairs(words)
             if not pairs:
                 break  # every chunk is a single token already: nothing left to merge
-            best = max(pairs, key=pairs.get)  # the most frequent pair (first seen on ties)
+            best = max(
+                pairs, key=pairs.get
+            )  # the most frequent pair (first seen on ties)
             new_id = 256 + k
             words = {merge_pair(w, best, new_id): f for w, f in words.items()}
             merges.append(best)
         return cls(merges, pattern=pattern, special_tokens=special_tokens)
+
     # --8<-- [end:train]
 
     @property
@@ -207,15 +244,18 @@ class BPETokenizer:
             out.extend(self._cache[chunk])
         return out
 
-    def encode(self, text: str, allowed_special: str | Collection[str] = "none_raise") -> list[int]:
+    def encode(
+        self, text: str, allowed_special: str | Collection[str] = "none_raise"
+    ) -> list[int]:
         """Text -> token ids.
 
         Special-token text in `text` (such as "<|endoftext|>") becomes a control token
         only where the caller says so: `allowed_special="all"` (or a set of names) turns
-        it into its id, "none" encodes it as ordinary text, and the default, "none_raise",
+        it into its id, "none" encodes it as ordinary text, and the default,
+        "none_raise",
         raises, so that text from a user or a file can never smuggle one in.
 
-        >>> tok = BPETokenizer(special_tokens=["<|endoftext|>"])  # no merges: bytes only
+        >>> tok = BPETokenizer(special_tokens=["<|endoftext|>"])  # bytes, no merges
         >>> tok.encode("hi<|endoftext|>", allowed_special="all")
         [104, 105, 256]
         >>> len(tok.encode("hi<|endoftext|>", allowed_special="none"))  # 2 + 13 bytes
@@ -224,7 +264,11 @@ class BPETokenizer:
         special = self._allowed_special(text, allowed_special)
         if not special:
             return self._encode_ordinary(text)
-        split = "(" + "|".join(re.escape(t) for t in sorted(special, key=len, reverse=True)) + ")"
+        split = (
+            "("
+            + "|".join(re.escape(t) for t in sorted(special, key=len, reverse=True))
+            + ")"
+        )
         out: list[int] = []
         for part in re.split(split, text):
             if part in special:
@@ -233,7 +277,9 @@ class BPETokenizer:
                 out.extend(self._encode_ordinary(part))
         return out
 
-    def _allowed_special(self, text: str, allowed: str | Collection[str]) -> dict[str, int]:
+    def _allowed_special(
+        self, text: str, allowed: str | Collection[str]
+    ) -> dict[str, int]:
         """The special tokens that `encode` may produce for this text."""
         if allowed == "all":
             return self.special_tokens
@@ -242,16 +288,23 @@ class BPETokenizer:
         if allowed == "none_raise":
             found = [t for t in self.special_tokens if t in text]
             if found:
-                raise ValueError(f"the text contains the special token(s) {found}: pass "
-                                 "allowed_special='all' to encode them as control tokens, "
-                                 "or 'none' to encode them as ordinary text")
+                raise ValueError(
+                    f"the text contains the special token(s) {found}: pass "
+                    "allowed_special='all' to encode them as control tokens, "
+                    "or 'none' to encode them as ordinary text"
+                )
             return {}
         if isinstance(allowed, str):
-            raise ValueError(f"allowed_special must be 'all', 'none', 'none_raise' or a set, got {allowed!r}")
+            raise ValueError(
+                "allowed_special must be 'all', 'none', 'none_raise' or a set, "
+                f"got {allowed!r}"
+            )
         return {t: i for t, i in self.special_tokens.items() if t in allowed}
 
     def decode(self, ids: Iterable[int]) -> str:
-        inverse_special = {i: tok.encode("utf-8") for tok, i in self.special_tokens.items()}
+        inverse_special = {
+            i: tok.encode("utf-8") for tok, i in self.special_tokens.items()
+        }
         parts = []
         for i in ids:
             i = int(i)
@@ -260,14 +313,17 @@ class BPETokenizer:
             elif i in inverse_special:
                 parts.append(inverse_special[i])
             else:
-                raise ValueError(f"token id {i} out of range for vocab_size={self.vocab_size}")
+                raise ValueError(
+                    f"token id {i} out of range for vocab_size={self.vocab_size}"
+                )
         # A slice of ids may end inside a multi-byte character; show U+FFFD there
         # instead of crashing. Whole encodings always decode exactly.
         return b"".join(parts).decode("utf-8", errors="replace")
+
     # --8<-- [end:encode]
 
     def token_str(self, i: int) -> str:
-        """A readable form of one token (bytes that are not valid UTF-8 are shown escaped)."""
+        """A readable form of one token (bytes that are not UTF-8 are shown escaped)."""
         for tok, j in self.special_tokens.items():
             if i == j:
                 return tok
@@ -291,8 +347,14 @@ class BPETokenizer:
         merges = [tuple(m) for m in data["merges"]]
         for k, (a, b) in enumerate(merges):
             if not (0 <= a < 256 + k and 0 <= b < 256 + k):
-                raise ValueError(f"merge {k} {(a, b)} refers to a token that does not exist yet")
-        return cls(merges, pattern=data["pattern"], special_tokens=data.get("special_tokens", []))
+                raise ValueError(
+                    f"merge {k} {(a, b)} refers to a token that does not exist yet"
+                )
+        return cls(
+            merges,
+            pattern=data["pattern"],
+            special_tokens=data.get("special_tokens", []),
+        )
 
     def save(self, path: str | Path) -> Path:
         return _save_json(self.to_dict(), path)
@@ -314,30 +376,46 @@ class Tokenizer(Protocol):
 
     def decode(self, ids: Iterable[int]) -> str: ...
 
-    def to_dict(self) -> dict[str, Any]: ...  # JSON data; from_dict(to_dict()) rebuilds it
+    def to_dict(
+        self,
+    ) -> dict[str, Any]: ...  # JSON data; from_dict(to_dict()) rebuilds it
 
     def save(self, path: str | Path) -> Path: ...
 
 
-TOKENIZERS: dict[str, Any] = {"char": CharTokenizer, "bpe": BPETokenizer}  # kind -> class
+TOKENIZERS: dict[str, Any] = {
+    "char": CharTokenizer,
+    "bpe": BPETokenizer,
+}  # kind -> class
 
 
-def train_tokenizer(text: str, kind: str = "char", vocab_size: int = 512, progress: bool = False) -> Tokenizer:
+def train_tokenizer(
+    text: str, kind: str = "char", vocab_size: int = 512, progress: bool = False
+) -> Tokenizer:
     """A tokenizer of the given kind trained on `text` (vocab_size is for BPE)."""
     if kind == "char":
         return CharTokenizer.train(text)
     if kind == "bpe":
         return BPETokenizer.train(text, vocab_size, progress=progress)
-    raise ValueError(f"unknown tokenizer kind {kind!r}; choose one of {sorted(TOKENIZERS)}")
+    raise ValueError(
+        f"unknown tokenizer kind {kind!r}; choose one of {sorted(TOKENIZERS)}"
+    )
+
+
 # --8<-- [end:protocol]
 
 
 def tokenizer_from_dict(data: dict[str, Any]) -> Tokenizer:
     """Rebuild a tokenizer from `to_dict()` output, checking that it is one of ours."""
     if not isinstance(data, dict) or data.get("type") not in TOKENIZERS:
-        raise ValueError(f"not a gptlib tokenizer: expected a 'type' of {sorted(TOKENIZERS)}")
+        raise ValueError(
+            f"not a gptlib tokenizer: expected a 'type' of {sorted(TOKENIZERS)}"
+        )
     if data.get("version") != FORMAT_VERSION:
-        raise ValueError(f"tokenizer format version {data.get('version')!r} is not supported (expected {FORMAT_VERSION})")
+        raise ValueError(
+            f"tokenizer format version {data.get('version')!r} is not supported "
+            f"(expected {FORMAT_VERSION})"
+        )
     return TOKENIZERS[data["type"]].from_dict(data)
 
 
@@ -356,5 +434,7 @@ def _save_json(data: dict[str, Any], path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
-    tmp.replace(path)  # atomic: a crash leaves the old file or the new one, never half of one
+    tmp.replace(
+        path
+    )  # atomic: a crash leaves the old file or the new one, never half of one
     return path

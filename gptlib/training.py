@@ -29,7 +29,11 @@ from gptlib.utils import get_device
 
 
 # --8<-- [start:config]
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+DTYPES = {
+    "float32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "float16": torch.float16,
+}
 
 
 @dataclass
@@ -56,25 +60,38 @@ class TrainConfig:
     progress: bool = True  # show a progress bar
 
     def __post_init__(self) -> None:
-        positive = ("max_steps", "batch_size", "grad_accum_steps", "eval_interval",
-                    "eval_batches", "log_interval")
+        positive = (
+            "max_steps",
+            "batch_size",
+            "grad_accum_steps",
+            "eval_interval",
+            "eval_batches",
+            "log_interval",
+        )
         for name in positive:
             if getattr(self, name) < 1:
-                raise ValueError(f"TrainConfig.{name} must be >= 1, got {getattr(self, name)}")
+                raise ValueError(
+                    f"TrainConfig.{name} must be >= 1, got {getattr(self, name)}"
+                )
         if self.learning_rate <= 0 or not 0 <= self.min_lr <= self.learning_rate:
             raise ValueError("need 0 <= min_lr <= learning_rate and learning_rate > 0")
         if self.warmup_steps < 0 or self.grad_clip < 0 or self.weight_decay < 0:
             raise ValueError("warmup_steps, grad_clip and weight_decay must be >= 0")
         if self.dtype not in DTYPES:
-            raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {self.dtype!r}")
+            raise ValueError(
+                f"dtype must be one of {sorted(DTYPES)}, got {self.dtype!r}"
+            )
 
 
 # --8<-- [end:config]
 
 
 # --8<-- [start:optimizer]
-def configure_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.AdamW:
-    """AdamW with weight decay on matrices only: biases and LayerNorm gains are not decayed."""
+def configure_optimizer(
+    model: torch.nn.Module, config: TrainConfig
+) -> torch.optim.AdamW:
+    """AdamW with weight decay on matrices only: biases and LayerNorm gains are not
+    decayed."""
     params = [p for p in model.parameters() if p.requires_grad]
     decay = [p for p in params if p.dim() >= 2]
     no_decay = [p for p in params if p.dim() < 2]
@@ -94,7 +111,9 @@ def lr_at(step: int, config: TrainConfig) -> float:
     """Linear warmup to learning_rate, then cosine decay to min_lr at max_steps."""
     if step < config.warmup_steps:
         return config.learning_rate * (step + 1) / config.warmup_steps
-    progress = (step - config.warmup_steps) / max(1, config.max_steps - config.warmup_steps)
+    progress = (step - config.warmup_steps) / max(
+        1, config.max_steps - config.warmup_steps
+    )
     cosine = 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))  # 1 -> 0
     return config.min_lr + cosine * (config.learning_rate - config.min_lr)
 
@@ -105,22 +124,49 @@ def lr_at(step: int, config: TrainConfig) -> float:
 # --8<-- [start:train_presets]
 # Training settings that go with each model preset (gptlib.model.PRESETS).
 TRAIN_PRESETS: dict[str, dict[str, Any]] = {
-    "nano": dict(max_steps=300, batch_size=16, learning_rate=3e-3, min_lr=3e-4,
-                 warmup_steps=20, eval_interval=50),
-    "tiny": dict(max_steps=800, batch_size=32, learning_rate=3e-3, min_lr=3e-4,
-                 warmup_steps=50, eval_interval=100),
-    "small": dict(max_steps=5000, batch_size=64, learning_rate=1e-3, min_lr=1e-4,
-                  warmup_steps=100, eval_interval=250),
-    "gpt2": dict(max_steps=20000, batch_size=8, learning_rate=6e-4, min_lr=6e-5,
-                 warmup_steps=700, eval_interval=500),
+    "nano": dict(
+        max_steps=300,
+        batch_size=16,
+        learning_rate=3e-3,
+        min_lr=3e-4,
+        warmup_steps=20,
+        eval_interval=50,
+    ),
+    "tiny": dict(
+        max_steps=800,
+        batch_size=32,
+        learning_rate=3e-3,
+        min_lr=3e-4,
+        warmup_steps=50,
+        eval_interval=100,
+    ),
+    "small": dict(
+        max_steps=5000,
+        batch_size=64,
+        learning_rate=1e-3,
+        min_lr=1e-4,
+        warmup_steps=100,
+        eval_interval=250,
+    ),
+    "gpt2": dict(
+        max_steps=20000,
+        batch_size=8,
+        learning_rate=6e-4,
+        min_lr=6e-5,
+        warmup_steps=700,
+        eval_interval=500,
+    ),
 }
 
 
 def train_config(preset: str, **overrides: Any) -> TrainConfig:
     """The training settings of a preset, any of them overridden. A new learning_rate
-    brings min_lr along (a tenth of it, as in every preset) unless min_lr is given too."""
+    brings min_lr along (a tenth of it, as in every preset) unless min_lr is given
+    too."""
     if preset not in TRAIN_PRESETS:
-        raise ValueError(f"unknown preset {preset!r}; choose one of {list(TRAIN_PRESETS)}")
+        raise ValueError(
+            f"unknown preset {preset!r}; choose one of {list(TRAIN_PRESETS)}"
+        )
     unknown = sorted(set(overrides) - {f.name for f in fields(TrainConfig)})
     if unknown:
         raise ValueError(f"unknown TrainConfig field(s) {unknown}")
@@ -208,9 +254,13 @@ def estimate_loss(
     model.eval()
     out = {}
     for name, data in splits.items():
-        losses = torch.zeros(eval_batches, device=device)  # on the device: no sync per batch
+        losses = torch.zeros(
+            eval_batches, device=device
+        )  # on the device: no sync per batch
         for i in range(eval_batches):
-            x, y = get_batch(data, batch_size, model.config.block_size, device, generator)
+            x, y = get_batch(
+                data, batch_size, model.config.block_size, device, generator
+            )
             losses[i] = model(x, y)[1]
         out[name] = losses.mean().item()
     model.train(was_training)
@@ -258,7 +308,7 @@ class Checkpointer(Protocol):
 
 
 class MetricsLog:
-    """Records appended to out_dir/metrics.jsonl, one JSON object per line (or nowhere)."""
+    """Records appended to out_dir/metrics.jsonl, one JSON object per line."""
 
     def __init__(self, out_dir: str | Path | None, append: bool):
         self.file = None
@@ -291,7 +341,9 @@ class StopOnCtrlC:
         self._previous = None
 
     def __enter__(self) -> "StopOnCtrlC":
-        if threading.current_thread() is threading.main_thread():  # where signals arrive
+        if (
+            threading.current_thread() is threading.main_thread()
+        ):  # where signals arrive
             self._previous = signal.signal(signal.SIGINT, self._handle)
         return self
 
@@ -299,8 +351,11 @@ class StopOnCtrlC:
         if self.requested:
             raise KeyboardInterrupt
         self.requested = True
-        print("\nCtrl-C: stopping after this step and saving a checkpoint "
-              "(press again to abort now)", flush=True)
+        print(
+            "\nCtrl-C: stopping after this step and saving a checkpoint "
+            "(press again to abort now)",
+            flush=True,
+        )
 
     def __exit__(self, *exc: Any) -> None:
         if self._previous is not None:
@@ -310,9 +365,13 @@ class StopOnCtrlC:
 # --8<-- [end:ctrl_c]
 
 
-def take_step(state: TrainState, model: torch.nn.Module, train_data: torch.Tensor,
-              autocast: contextlib.AbstractContextManager,
-              device: torch.device) -> tuple[float, float, float]:
+def take_step(
+    state: TrainState,
+    model: torch.nn.Module,
+    train_data: torch.Tensor,
+    autocast: contextlib.AbstractContextManager,
+    device: torch.device,
+) -> tuple[float, float, float]:
     """One step of the run: this step's learning rate, fresh batches, `train_step`.
     Returns (loss, gradient norm, learning rate)."""
     config = state.config
@@ -320,25 +379,37 @@ def take_step(state: TrainState, model: torch.nn.Module, train_data: torch.Tenso
     for group in state.optimizer.param_groups:
         group["lr"] = lr
     block_size = state.model.config.block_size
-    batches = [get_batch(train_data, config.batch_size, block_size, device)
-               for _ in range(config.grad_accum_steps)]
+    batches = [
+        get_batch(train_data, config.batch_size, block_size, device)
+        for _ in range(config.grad_accum_steps)
+    ]
     try:
-        loss, grad_norm = train_step(model, state.optimizer, batches, config.grad_clip,
-                                     autocast, state.scaler)
+        loss, grad_norm = train_step(
+            model, state.optimizer, batches, config.grad_clip, autocast, state.scaler
+        )
     except NonFiniteLossError as e:
         raise NonFiniteLossError(
-            f"{e} at step {state.step} (lr={lr:.2e}); the last checkpoint is untouched. "
-            "Try a lower learning rate or check the data.") from None
+            f"{e} at step {state.step} (lr={lr:.2e}); "
+            "the last checkpoint is untouched. "
+            "Try a lower learning rate or check the data."
+        ) from None
     state.step += 1
     return loss, grad_norm, lr
 
 
-def evaluate(model: GPT, train_data: torch.Tensor, val_data: torch.Tensor,
-             config: TrainConfig, device: torch.device, step: int) -> dict[str, Any]:
+def evaluate(
+    model: GPT,
+    train_data: torch.Tensor,
+    val_data: torch.Tensor,
+    config: TrainConfig,
+    device: torch.device,
+    step: int,
+) -> dict[str, Any]:
     """The evaluation record of one step: the loss on both splits."""
     splits = {"train": train_data, "val": val_data}
-    losses = estimate_loss(model, splits, config.batch_size, config.eval_batches,
-                           device, seed=config.seed)
+    losses = estimate_loss(
+        model, splits, config.batch_size, config.eval_batches, device, seed=config.seed
+    )
     return {"step": step, "train_loss": losses["train"], "val_loss": losses["val"]}
 
 
@@ -364,8 +435,10 @@ def train(
     """
     for name, data in (("training", train_data), ("validation", val_data)):
         if len(data) <= model.config.block_size:
-            raise ValueError(f"the {name} data has {len(data)} tokens, but a batch needs "
-                             f"more than block_size={model.config.block_size}")
+            raise ValueError(
+                f"the {name} data has {len(data)} tokens, but a batch needs "
+                f"more than block_size={model.config.block_size}"
+            )
     device = get_device(config.device)
     model.to(device)
     scaler = torch.amp.GradScaler(device.type, enabled=config.dtype == "float16")
@@ -375,35 +448,57 @@ def train(
         checkpoint.restore(state)  # a saved run continues where it stopped
     step_model = torch.compile(model) if config.compile else model  # same weights
     autocast = autocast_for(device, config.dtype)
-    tokens_per_step = config.batch_size * config.grad_accum_steps * model.config.block_size
+    tokens_per_step = (
+        config.batch_size * config.grad_accum_steps * model.config.block_size
+    )
     result = TrainResult(steps=state.step)
     start, step_seconds = time.perf_counter(), 0.0  # training time since the last log
     model.train()
     with (
         MetricsLog(out_dir, append=state.step > 0) as log,
-        tqdm(total=config.max_steps, initial=state.step, disable=not config.progress,
-             desc="train", unit="step") as bar,
+        tqdm(
+            total=config.max_steps,
+            initial=state.step,
+            disable=not config.progress,
+            desc="train",
+            unit="step",
+        ) as bar,
         StopOnCtrlC() as ctrl_c,
     ):
         if state.step == 0:  # the loss before training: about ln(vocab_size)
-            result.history.append(log.write(evaluate(model, train_data, val_data,
-                                                     config, device, 0)))
+            result.history.append(
+                log.write(evaluate(model, train_data, val_data, config, device, 0))
+            )
         while state.step < config.max_steps:
             tick = time.perf_counter()
-            loss, grad_norm, lr = take_step(state, step_model, train_data, autocast, device)
+            loss, grad_norm, lr = take_step(
+                state, step_model, train_data, autocast, device
+            )
             step_seconds += time.perf_counter() - tick
             bar.update()
             if state.step % config.log_interval == 0:
                 tokens_per_sec = tokens_per_step * config.log_interval / step_seconds
                 step_seconds = 0.0
                 bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{tokens_per_sec:,.0f}")
-                log.write({"step": state.step, "loss": loss, "lr": lr,
-                           "grad_norm": grad_norm, "tokens_per_sec": tokens_per_sec})
+                log.write(
+                    {
+                        "step": state.step,
+                        "loss": loss,
+                        "lr": lr,
+                        "grad_norm": grad_norm,
+                        "tokens_per_sec": tokens_per_sec,
+                    }
+                )
             stop = ctrl_c.requested or state.step == stop_at_step
             done = state.step == config.max_steps
             if state.step % config.eval_interval == 0 or done:
-                result.history.append(log.write(evaluate(model, train_data, val_data,
-                                                         config, device, state.step)))
+                result.history.append(
+                    log.write(
+                        evaluate(
+                            model, train_data, val_data, config, device, state.step
+                        )
+                    )
+                )
                 if checkpoint is not None and not (stop or done):
                     checkpoint.save(state)  # the last checkpoint comes after the loop
             if stop:

@@ -1,9 +1,8 @@
-"""Small tools used everywhere in the course: pick a device, seed every RNG, look at a tensor,
-time a piece of code.
+"""Small tools used everywhere in the course: pick a device, seed every RNG, look at a
+tensor, time a piece of code.
 
 Chapter 01 (Setup & tools) builds this file.
 """
-
 
 # --8<-- [start:imports]
 import os
@@ -15,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+
 # --8<-- [end:imports]
 
 # --8<-- [start:get_device]
@@ -32,17 +32,26 @@ def get_device(preferred: str | None = None) -> torch.device:
     if choice:
         device = torch.device(choice)
         if device.type == "cuda" and not torch.cuda.is_available():
-            raise RuntimeError(f"device {choice!r} was asked for, but CUDA is not available here")
+            raise RuntimeError(
+                f"device {choice!r} was asked for, but CUDA is not available here"
+            )
         if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
-            raise RuntimeError(f"device {choice!r} was asked for, but there are {torch.cuda.device_count()} GPU(s)")
+            raise RuntimeError(
+                f"device {choice!r} was asked for, but there are "
+                f"{torch.cuda.device_count()} GPU(s)"
+            )
         if device.type == "mps" and not torch.backends.mps.is_available():
-            raise RuntimeError(f"device {choice!r} was asked for, but MPS is not available here")
+            raise RuntimeError(
+                f"device {choice!r} was asked for, but MPS is not available here"
+            )
         return device
     if torch.cuda.is_available():
         return torch.device("cuda")
     if torch.backends.mps.is_available():
         return torch.device("mps")
     return torch.device("cpu")
+
+
 # --8<-- [end:get_device]
 
 
@@ -52,6 +61,8 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)  # also seeds every CUDA device
+
+
 # --8<-- [end:seed_everything]
 
 
@@ -60,11 +71,13 @@ def inspect(tensor: torch.Tensor, name: str = "tensor") -> str:
     """Print (and return) the facts about a tensor that most bugs come from."""
     grad_fn = type(tensor.grad_fn).__name__ if tensor.grad_fn is not None else None
     line = (
-        f"{name}: shape={tuple(tensor.shape)} dtype={tensor.dtype} device={tensor.device} "
-        f"requires_grad={tensor.requires_grad} grad_fn={grad_fn}"
+        f"{name}: shape={tuple(tensor.shape)} dtype={tensor.dtype} "
+        f"device={tensor.device} requires_grad={tensor.requires_grad} grad_fn={grad_fn}"
     )
     print(line)
     return line
+
+
 # --8<-- [end:inspect]
 
 
@@ -78,7 +91,9 @@ class Timing:
 
 
 @contextmanager
-def time_block(label: str, device: torch.device | str | None = None, verbose: bool = True) -> Iterator[Timing]:
+def time_block(
+    label: str, device: torch.device | str | None = None, verbose: bool = True
+) -> Iterator[Timing]:
     """Time the code inside a `with` block.
 
     GPU work is asynchronous: a kernel is queued and Python moves on. So on a GPU
@@ -86,7 +101,8 @@ def time_block(label: str, device: torch.device | str | None = None, verbose: bo
     would time the queueing, not the work.
     """
     kind = torch.device(device).type if device is not None else get_device().type
-    synchronize = {"cuda": torch.cuda.synchronize, "mps": torch.mps.synchronize}.get(kind, lambda: None)
+    synchronizers = {"cuda": torch.cuda.synchronize, "mps": torch.mps.synchronize}
+    synchronize = synchronizers.get(kind, lambda: None)
     timing = Timing(label)
     synchronize()
     start = time.perf_counter()
@@ -97,4 +113,6 @@ def time_block(label: str, device: torch.device | str | None = None, verbose: bo
         timing.seconds = time.perf_counter() - start
         if verbose:
             print(f"{label}: {timing.seconds * 1000:.1f} ms")
+
+
 # --8<-- [end:time_block]

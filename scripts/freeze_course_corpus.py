@@ -1,4 +1,5 @@
-"""Freeze the course corpus: this repository's pages, code and glossary, as package data.
+"""Freeze the course corpus: this repository's pages, code and glossary, as package
+data.
 
     ./dev corpus            # or: python scripts/freeze_course_corpus.py
 
@@ -29,7 +30,9 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
-SKIP_LINE = re.compile(r"^(#|\||!\[|<|```|\?\?\?|[-*] \[|[-=]{3})")  # headings, tables, figures, HTML, fences
+SKIP_LINE = re.compile(
+    r"^(#|\||!\[|<|```|\?\?\?|[-*] \[|[-=]{3})"
+)  # headings, tables, figures, HTML, fences
 CJK = re.compile(r"[\u4e00-\u9fff]")
 
 
@@ -44,7 +47,10 @@ def chinese_twin(page: Path) -> Path:
 
 
 def page_sections(page: Path) -> list[str]:
-    """A page's text (HTML comments and snippet includes removed), cut before each `## ` heading."""
+    """A page's text, cut before each `## ` heading.
+
+    HTML comments and snippet includes are removed first.
+    """
     if not page.exists():
         return []
     text = page.read_text(encoding="utf-8")
@@ -54,21 +60,32 @@ def page_sections(page: Path) -> list[str]:
 
 
 def prose_lines(page: Path, chinese: bool) -> list[str]:
-    """Lines of prose: outside code blocks, not headings/tables/HTML, in the page's language."""
+    """Lines of prose in the page's language.
+
+    Lines inside code blocks, headings, tables and HTML are left out.
+    """
     lines, in_code = [], False
     for line in page.read_text(encoding="utf-8").splitlines():
         if line.lstrip().startswith("```"):
             in_code = not in_code
         if in_code or SKIP_LINE.match(line.lstrip()):
             continue
-        if chinese == bool(CJK.search(line)):  # Chinese pages: only the lines with Chinese in them
+        if chinese == bool(
+            CJK.search(line)
+        ):  # Chinese pages: only the lines with Chinese in them
             lines.append(line.strip())
     return lines
 
 
 def code_lines() -> list[str]:
-    sources = sorted([*(ROOT / "gptlib").glob("*.py"), *(ROOT / "snippets").glob("*.py")])
-    return [line.strip() for source in sources for line in source.read_text(encoding="utf-8").splitlines()]
+    sources = sorted(
+        [*(ROOT / "gptlib").glob("*.py"), *(ROOT / "snippets").glob("*.py")]
+    )
+    return [
+        line.strip()
+        for source in sources
+        for line in source.read_text(encoding="utf-8").splitlines()
+    ]
 
 
 def keep(lines: list[str]) -> list[str]:
@@ -77,17 +94,34 @@ def keep(lines: list[str]) -> list[str]:
 
 def snapshot(version: int) -> dict:
     pages = english_pages()
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    commit = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True
+    ).stdout.strip()
     terms = yaml.safe_load((ROOT / "terms.yml").read_text(encoding="utf-8"))
     return {
         "name": "course",
         "version": version,
         "source_commit": commit,
-        "pages": [{"page": p.stem, "en": page_sections(p), "zh": page_sections(chinese_twin(p))} for p in pages],
+        "pages": [
+            {
+                "page": p.stem,
+                "en": page_sections(p),
+                "zh": page_sections(chinese_twin(p)),
+            }
+            for p in pages
+        ],
         "lines": {
-            "english": keep([line for p in pages for line in prose_lines(p, chinese=False)]),
-            "chinese": keep([line for p in pages if chinese_twin(p).exists()
-                             for line in prose_lines(chinese_twin(p), chinese=True)]),
+            "english": keep(
+                [line for p in pages for line in prose_lines(p, chinese=False)]
+            ),
+            "chinese": keep(
+                [
+                    line
+                    for p in pages
+                    if chinese_twin(p).exists()
+                    for line in prose_lines(chinese_twin(p), chinese=True)
+                ]
+            ),
             "code": keep(code_lines()),
         },
         "glossary": [[t["en"], t["zh"]] for t in terms],
@@ -96,13 +130,28 @@ def snapshot(version: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--version", type=int, required=True, help="the snapshot version to write (course-vN)")
-    parser.add_argument("--out", type=Path, help="where to write (default: gptlib/corpora/course-vN.json.gz)")
+    parser.add_argument(
+        "--version",
+        type=int,
+        required=True,
+        help="the snapshot version to write (course-vN)",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        help="where to write (default: gptlib/corpora/course-vN.json.gz)",
+    )
     args = parser.parse_args()
-    data = json.dumps(snapshot(args.version), ensure_ascii=False, sort_keys=True, indent=0).encode("utf-8")
+    data = json.dumps(
+        snapshot(args.version), ensure_ascii=False, sort_keys=True, indent=0
+    ).encode("utf-8")
     out = args.out or ROOT / "gptlib" / "corpora" / f"course-v{args.version}.json.gz"
-    out.write_bytes(gzip.compress(data, compresslevel=9, mtime=0))  # mtime=0: the same bytes every time
-    print(f"{out}: {out.stat().st_size:,} bytes, sha256 {hashlib.sha256(out.read_bytes()).hexdigest()}")
+    # mtime=0: the same bytes every time
+    out.write_bytes(gzip.compress(data, compresslevel=9, mtime=0))
+    print(
+        f"{out}: {out.stat().st_size:,} bytes, "
+        f"sha256 {hashlib.sha256(out.read_bytes()).hexdigest()}"
+    )
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from gptlib import CharTokenizer, seed_everything
+
 # --8<-- [end:imports]
 
 
@@ -24,6 +25,8 @@ def one_hot_embed(ids: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """
     one_hot = F.one_hot(ids, num_classes=weight.shape[0]).to(weight.dtype)  # S + (V,)
     return one_hot @ weight  # S + (V,) @ (V, C) -> S + (C,)
+
+
 # --8<-- [end:one_hot]
 
 
@@ -34,8 +37,11 @@ def mix(x: torch.Tensor) -> torch.Tensor:
     Every output is a weighted average of all the input vectors, with weights computed
     from the vectors themselves. Nothing here looks at where a vector sits in x.
     """
-    weights = torch.softmax(x @ x.T, dim=-1)  # (T, T): how much token t takes from token s
+    # (T, T): how much token t takes from token s
+    weights = torch.softmax(x @ x.T, dim=-1)
     return weights @ x  # (T, T) @ (T, C) -> (T, C)
+
+
 # --8<-- [end:mix]
 
 
@@ -48,28 +54,46 @@ def sinusoidal_positions(block_size: int, n_embd: int) -> torch.Tensor:
     Returns a (block_size, n_embd) tensor; nothing in it is learned.
     """
     pos = torch.arange(block_size, dtype=torch.float32).unsqueeze(1)  # (T, 1)
-    two_i = torch.arange(0, n_embd, 2, dtype=torch.float32)  # 0, 2, 4, ...: (ceil(C / 2),)
-    freq = torch.exp(-math.log(10000.0) * two_i / n_embd)  # 1 / 10000^(2i / C), from 1 down to ~1e-4
+    # 0, 2, 4, ...: (ceil(C / 2),)
+    two_i = torch.arange(0, n_embd, 2, dtype=torch.float32)
+    # 1 / 10000^(2i / C), from 1 down to ~1e-4
+    freq = torch.exp(-math.log(10000.0) * two_i / n_embd)
     angles = pos * freq  # (T, 1) * (ceil(C / 2),) -> (T, ceil(C / 2))
     pe = torch.zeros(block_size, n_embd)
     pe[:, 0::2] = torch.sin(angles)  # even channels
-    pe[:, 1::2] = torch.cos(angles[:, : n_embd // 2])  # odd channels (one fewer if C is odd)
+    # odd channels (one fewer if C is odd)
+    pe[:, 1::2] = torch.cos(angles[:, : n_embd // 2])
     return pe
+
+
 # --8<-- [end:sinusoidal]
 
 
 if __name__ == "__main__":
     seed_everything(0)
     tok = CharTokenizer.train("the cat sat on the mat")
-    idx = torch.tensor([tok.encode("the cat sat"), tok.encode(" on the mat")])  # (B, T) = (2, 11)
+    # (B, T) = (2, 11)
+    idx = torch.tensor([tok.encode("the cat sat"), tok.encode(" on the mat")])
     tok_emb = nn.Embedding(tok.vocab_size, 8)  # (V, C) = (10, 8)
     pos_emb = nn.Embedding(16, 8)  # learned positions, block_size 16
-    x = tok_emb(idx) + pos_emb(torch.arange(idx.shape[1]))  # (B, T, C) + (T, C) -> (B, T, C)
+    pos = torch.arange(idx.shape[1])  # (T,)
+    x = tok_emb(idx) + pos_emb(pos)  # (B, T, C) + (T, C) -> (B, T, C)
     print("ids", tuple(idx.shape), "-> embeddings", tuple(x.shape))
-    print("lookup == one-hot @ W:", torch.equal(tok_emb(idx), one_hot_embed(idx, tok_emb.weight)))
+    print(
+        "lookup == one-hot @ W:",
+        torch.equal(tok_emb(idx), one_hot_embed(idx, tok_emb.weight)),
+    )
     tok_emb(idx[:1]).sum().backward()  # "the cat sat" has no 'm', 'n', 'o'
-    print("rows with a gradient:", tok_emb.weight.grad.abs().sum(1).nonzero().flatten().tolist(),
-          "of", tok.vocab_size)
+    print(
+        "rows with a gradient:",
+        tok_emb.weight.grad.abs().sum(1).nonzero().flatten().tolist(),
+        "of",
+        tok.vocab_size,
+    )
     pe = sinusoidal_positions(1024, 64)
-    print("sinusoidal table", tuple(pe.shape), "min distance between two rows",
-          round(torch.pdist(pe).min().item(), 3))
+    print(
+        "sinusoidal table",
+        tuple(pe.shape),
+        "min distance between two rows",
+        round(torch.pdist(pe).min().item(), 3),
+    )

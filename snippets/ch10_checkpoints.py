@@ -3,7 +3,8 @@ exercises' rotating checkpoints, checkpoint size from the parameter count, and l
 only the weights for inference.
 
 Run it: `python snippets/ch10_checkpoints.py` prints a short demo. The page
-docs/10-saving-resuming.md includes its sections; the library code is gptlib/checkpoint.py.
+docs/10-saving-resuming.md includes its sections; the library code is
+gptlib/checkpoint.py.
 """
 
 # --8<-- [start:imports]
@@ -14,6 +15,7 @@ import torch
 from safetensors import safe_open
 
 from gptlib import GPT, GPTConfig, save_checkpoint
+
 # --8<-- [end:imports]
 
 
@@ -28,21 +30,35 @@ class Payload:
         self.marker = str(marker)
 
     def __reduce__(self):
-        # pickle stores "call exec(code)" in place of this object; loading makes the call
-        code = f"print('this line was printed by code inside the file'); open({self.marker!r}, 'w').close()"
+        # pickle stores "call exec(code)" in place of this object;
+        # loading makes the call
+        code = (
+            "print('this line was printed by code inside the file'); "
+            f"open({self.marker!r}, 'w').close()"
+        )
         return (exec, (code,))
+
+
 # --8<-- [end:payload]
 
 
 # --8<-- [start:rotate]
-def save_rotating(run_dir, model, optimizer=None, step=0, tokenizer=None, keep=3) -> Path:
-    """Save run_dir/ckpt-STEP.safetensors, then delete all but the newest `keep` of them."""
+def save_rotating(
+    run_dir, model, optimizer=None, step=0, tokenizer=None, keep=3
+) -> Path:
+    """Save run_dir/ckpt-STEP.safetensors, then delete all but the newest `keep` of
+    them."""
     run_dir = Path(run_dir)
-    path = save_checkpoint(run_dir / f"ckpt-{step:07d}.safetensors", model, optimizer, step, tokenizer)
-    saved = sorted(run_dir.glob("ckpt-*.safetensors"))  # zero-padded steps: name order is step order
+    path = save_checkpoint(
+        run_dir / f"ckpt-{step:07d}.safetensors", model, optimizer, step, tokenizer
+    )
+    # zero-padded steps: name order is step order
+    saved = sorted(run_dir.glob("ckpt-*.safetensors"))
     for old in saved[:-keep]:  # only after the new one is safely on disk
         old.unlink()
     return path
+
+
 # --8<-- [end:rotate]
 
 
@@ -54,8 +70,10 @@ def predicted_size(model: GPT, with_optimizer: bool = True) -> int:
     size = 4 * n  # the weights: 4 bytes per float32 number
     if with_optimizer:
         size += 2 * 4 * n  # AdamW's exp_avg and exp_avg_sq: one number each per weight
-        size += 4 * len(params)  # and its step counter, one float32 per parameter tensor
+        size += 4 * len(params)  # and its step counter, a float32 per parameter tensor
     return size
+
+
 # --8<-- [end:size]
 
 
@@ -64,12 +82,19 @@ def load_weights(path: str | Path) -> GPT:
     """A model for inference, reading only the `model.*` tensors of a checkpoint."""
     with safe_open(path, framework="pt", device="cpu") as f:
         meta = f.metadata()
-        state = {name[len("model."):]: f.get_tensor(name) for name in f.keys() if name.startswith("model.")}
-    for alias, source in json.loads(meta["tied"]).items():  # lm_head.weight is tok_emb.weight
+        state = {
+            name[len("model.") :]: f.get_tensor(name)
+            for name in f.keys()
+            if name.startswith("model.")
+        }
+    tied = json.loads(meta["tied"])  # lm_head.weight is tok_emb.weight
+    for alias, source in tied.items():
         state[alias] = state[source]
     model = GPT(GPTConfig.from_dict(json.loads(meta["config"])))
     model.load_state_dict(state)
     return model.eval()
+
+
 # --8<-- [end:weights_only]
 
 
@@ -93,7 +118,9 @@ if __name__ == "__main__":
         print("marker created by the refused file:", marker.exists())
 
         torch.manual_seed(0)
-        model = GPT(GPTConfig(vocab_size=32, block_size=16, n_layer=2, n_head=2, n_embd=32))
+        model = GPT(
+            GPTConfig(vocab_size=32, block_size=16, n_layer=2, n_head=2, n_embd=32)
+        )
         optimizer = configure_optimizer(model, TrainConfig())
         x = torch.randint(0, 32, (4, 16))
         model(x, x)[1].backward()
@@ -102,6 +129,10 @@ if __name__ == "__main__":
             last = save_rotating(Path(tmp) / "run", model, optimizer, step, keep=3)
         print("kept:", sorted(p.name for p in (Path(tmp) / "run").iterdir()))
         size = last.stat().st_size
-        print(f"predicted {predicted_size(model):,} bytes of tensors, file {size:,} bytes")
+        print(
+            f"predicted {predicted_size(model):,} bytes of tensors, file {size:,} bytes"
+        )
         ours, (theirs, _) = load_weights(last), load_model(last)
-        print("weights-only model == load_model:", torch.equal(ours(x)[0], theirs(x)[0]))
+        print(
+            "weights-only model == load_model:", torch.equal(ours(x)[0], theirs(x)[0])
+        )

@@ -1,6 +1,6 @@
-"""One fresh Python session for one page: the reader who pastes a page's blocks, in order,
-into a new interpreter. The page tests start this script in a subprocess and send it
-blocks; it runs each in the same namespace and answers with the output or the error.
+"""One fresh Python session for one page: the reader who pastes a page's blocks, in
+order, into a new interpreter. The page tests start this script in a subprocess and send
+it blocks; it runs each in the same namespace and answers with the output or the error.
 
 Protocol: one JSON object per line on stdin ({"code", "filename"}), one per line on the
 file descriptor given as argv[1] ({"ok", "stdout", "error"}).
@@ -18,7 +18,7 @@ FIGURES_DIR = os.environ.get("PAGE_FIGURES_DIR")
 
 
 def save_figures() -> None:
-    """Write each labelled matplotlib figure that changed to $PAGE_FIGURES_DIR/<label>.png.
+    """Write each changed labelled matplotlib figure to $PAGE_FIGURES_DIR/<label>.png.
 
     A page makes a figure with `plt.figure(num="label")` or `plt.subplots(num="label")`
     and shows it with `![...](figures/label.png)`. This runs after every block, so a
@@ -29,15 +29,21 @@ def save_figures() -> None:
     """
     if not FIGURES_DIR or "matplotlib.pyplot" not in sys.modules:
         return
-    from matplotlib._pylab_helpers import Gcf  # the open figures, without changing the current one
+    from matplotlib._pylab_helpers import (
+        Gcf,
+    )  # the open figures, without changing the current one
 
     for manager in Gcf.get_all_fig_managers():
         fig = manager.canvas.figure
         label = fig.get_label()
         if label and fig.stale:
             os.makedirs(FIGURES_DIR, exist_ok=True)
-            fig.savefig(os.path.join(FIGURES_DIR, f"{label}.png"), dpi=110, bbox_inches="tight",
-                        metadata={"Software": None})
+            fig.savefig(
+                os.path.join(FIGURES_DIR, f"{label}.png"),
+                dpi=110,
+                bbox_inches="tight",
+                metadata={"Software": None},
+            )
             fig.stale = False
 
 
@@ -57,11 +63,16 @@ def main() -> None:
                 exec(compiled, namespace)
         except BaseException as e:  # noqa: BLE001 - report everything, SystemExit included
             frames = traceback.extract_tb(e.__traceback__)
-            # Drop this driver's own frame; keep the block's frames and what they called.
+            # Drop this driver's own frame; keep the block's frames and their callees.
             frames = [f for f in frames if f.filename != __file__]
-            error = "".join(traceback.format_list(frames)) + "".join(traceback.format_exception_only(e))
+            error = "".join(traceback.format_list(frames)) + "".join(
+                traceback.format_exception_only(e)
+            )
         save_figures()
-        proto.write(json.dumps({"ok": error is None, "stdout": out.getvalue(), "error": error}) + "\n")
+        proto.write(
+            json.dumps({"ok": error is None, "stdout": out.getvalue(), "error": error})
+            + "\n"
+        )
         proto.flush()
 
 

@@ -27,15 +27,20 @@ FENCE = re.compile(r"^(\s*)(`{3,}|~{3,})\s*\{?\s*\.?([\w+-]*)")
 
 @cache
 def snippet_preprocessor():
-    """The pymdownx.snippets preprocessor, configured from mkdocs.yml as the site build is."""
+    """The pymdownx.snippets preprocessor, configured from mkdocs.yml like the site."""
     config = yaml_load((ROOT / "mkdocs.yml").read_text(encoding="utf-8"))
     options = {}
     for ext in config["markdown_extensions"]:
         if isinstance(ext, dict) and "pymdownx.snippets" in ext:
             options = dict(ext["pymdownx.snippets"] or {})
-    options["base_path"] = [str((ROOT / p).resolve()) for p in options.get("base_path", ["."])]
+    options["base_path"] = [
+        str((ROOT / p).resolve()) for p in options.get("base_path", ["."])
+    ]
     options["check_paths"] = True
-    md = markdown.Markdown(extensions=["pymdownx.snippets"], extension_configs={"pymdownx.snippets": options})
+    md = markdown.Markdown(
+        extensions=["pymdownx.snippets"],
+        extension_configs={"pymdownx.snippets": options},
+    )
     return md.preprocessors["snippet"]
 
 
@@ -47,7 +52,9 @@ def expand(path: Path) -> tuple[str, list[int]]:
     """
     out: list[str] = []
     origin: list[int] = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for number, line in enumerate(
+        path.read_text(encoding="utf-8").splitlines(), start=1
+    ):
         lines = snippet_preprocessor().run([line]) if "8<-" in line else [line]
         out.extend(lines)
         origin.extend([number] * len(lines))
@@ -57,8 +64,9 @@ def expand(path: Path) -> tuple[str, list[int]]:
 @dataclass(frozen=True)
 class Tolerance:
     """`<!--output-tolerance: abs=0.05 pct=2 int=3 rel=0.01-->`, on the line above an
-    expected-output marker: decimals may differ by `abs`, percentages by `pct` (points),
-    integers by `int`, and any of them by `rel` times the shown value. Text must match."""
+    expected-output marker: decimals may differ by `abs`, percentages by `pct`
+    (points), integers by `int`, and any of them by `rel` times the shown value. Text
+    must match."""
 
     abs: float = 0.0
     pct: float = 0.0
@@ -71,7 +79,9 @@ class Tolerance:
         for item in spec.split():
             key, _, value = item.partition("=")
             if key not in {"abs", "pct", "int", "rel"} or not value:
-                raise ValueError(f"bad output-tolerance item {item!r}: use abs=, pct=, int=, rel=")
+                raise ValueError(
+                    f"bad output-tolerance item {item!r}: use abs=, pct=, int=, rel="
+                )
             values[key] = float(value)
         return cls(**values)
 
@@ -86,26 +96,38 @@ NUMBER = r"-?\d[\d,]*(?:\.\d+)?(?:[eE][-+]?\d+)?"
 
 
 def number_kind(number: str, after: str) -> str:
-    """Which tolerance applies to a number: 'pct' (followed by %), 'abs' (a decimal) or 'int'."""
+    """Which tolerance applies to a number.
+
+    'pct' (followed by %), 'abs' (a decimal) or 'int'.
+    """
     if after.startswith("%"):
         return "pct"
     return "abs" if re.search(r"[.eE]", number) else "int"
 
 
-def output_matches(shown: str, printed: str, ignore_whitespace: bool = False,
-                   tolerance: Tolerance | None = None) -> bool:
+def output_matches(
+    shown: str,
+    printed: str,
+    ignore_whitespace: bool = False,
+    tolerance: Tolerance | None = None,
+) -> bool:
     """The page's output block against what the code printed: `...` matches anything
     (doctest's ELLIPSIS); trailing spaces and blank lines at either end do not count.
     With a tolerance, numbers may differ by as much as it allows; the text may not."""
+
     def tidy(text: str) -> str:
         return "\n".join(line.rstrip() for line in text.strip("\n").splitlines()) + "\n"
 
     shown, printed = tidy(shown), tidy(printed)
     if tolerance is None:
-        flags = doctest.ELLIPSIS | (doctest.NORMALIZE_WHITESPACE if ignore_whitespace else 0)
+        flags = doctest.ELLIPSIS | (
+            doctest.NORMALIZE_WHITESPACE if ignore_whitespace else 0
+        )
         return doctest.OutputChecker().check_output(shown, printed, flags)
     pattern, expected = [], []
-    pieces = re.split(rf"(\.\.\.|{NUMBER})", shown)  # the separators land at the odd positions
+    pieces = re.split(
+        rf"(\.\.\.|{NUMBER})", shown
+    )  # the separators land at the odd positions
     for i, piece in enumerate(pieces):
         if i % 2 == 0:
             words = re.split(r"\s+", piece) if ignore_whitespace else [piece]
@@ -116,8 +138,10 @@ def output_matches(shown: str, printed: str, ignore_whitespace: bool = False,
             pattern.append(f"({NUMBER})")
             expected.append((piece, number_kind(piece, pieces[i + 1])))
     m = re.fullmatch("".join(pattern), printed, re.S)
-    return m is not None and all(tolerance.allows(shown_number, printed_number, kind)
-                                 for (shown_number, kind), printed_number in zip(expected, m.groups()))
+    return m is not None and all(
+        tolerance.allows(shown_number, printed_number, kind)
+        for (shown_number, kind), printed_number in zip(expected, m.groups())
+    )
 
 
 def describe_tolerance(tolerance: Tolerance | None) -> str:
@@ -135,25 +159,33 @@ class Block:
     code: str
     expected_output: str | None = None
     ignore_whitespace: bool = False
-    tolerance: Tolerance | None = None  # how far printed numbers may be from the shown ones
+    tolerance: Tolerance | None = (
+        None  # how far printed numbers may be from the shown ones
+    )
     marks: list[str] = field(default_factory=list)
 
     @property
     def skip_reason(self) -> str | None:
-        """The reason given in a `<!--pytest.mark.skip(reason="...")-->` marker, if any."""
+        """The reason given in a `<!--pytest.mark.skip(reason="...")-->` marker, or
+        None."""
         for mark in self.marks:
-            m = re.match(r"""pytest\.mark\.skip\(\s*reason\s*=\s*(["'])(.+?)\1\s*\)$""", mark.strip())
+            m = re.match(
+                r"""pytest\.mark\.skip\(\s*reason\s*=\s*(["'])(.+?)\1\s*\)$""",
+                mark.strip(),
+            )
             if m:
                 return m.group(2)
         return None
 
     @property
     def kind(self) -> str:
-        """'python' or 'shell' (executed), 'shown' (explicitly not run), or 'unaccounted'."""
+        """'python' or 'shell' (executed), 'shown' (explicitly not run) or
+        'unaccounted'."""
         if self.skip_reason:
             return "shown"
         if self.marks:
-            return "unaccounted"  # only skip(reason=...) is allowed: any other mark hides a block
+            # only skip(reason=...) is allowed: any other mark hides a block
+            return "unaccounted"
         if self.lang in PYTHON:
             return "python"
         if self.lang in SHELL:
@@ -164,7 +196,8 @@ class Block:
 def extract(path: Path) -> list[Block]:
     """Every code block of a page (after expansion), in reading order."""
     text, origin = expand(path)
-    tolerances = []  # one per expected-output marker, in order: the tolerance marker above it, or None
+    # one per expected-output marker, in order: the tolerance marker above it, or None
+    tolerances = []
     previous = ""
     for line in text.splitlines():
         if EXPECTED_MARKER.match(line):
@@ -223,4 +256,6 @@ def headings(path: Path) -> list[int]:
 
 def includes(path: Path) -> list[str]:
     """The `--8<--` include targets of a page, in order."""
-    return re.findall(r"""-+8<-+\s+["']([^"']+)["']""", path.read_text(encoding="utf-8"))
+    return re.findall(
+        r"""-+8<-+\s+["']([^"']+)["']""", path.read_text(encoding="utf-8")
+    )

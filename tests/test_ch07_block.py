@@ -2,7 +2,6 @@
 post-norm block has the pre-norm block's parameters, a plain list hides parameters that
 ModuleList registers, residuals carry gradients, and gptlib's Block keeps (B, T, C)."""
 
-
 import pytest
 import torch
 import torch.nn as nn
@@ -53,7 +52,8 @@ def test_layernorm_from_scratch_equals_nn_layernorm(shape, bias):
 
 
 def test_layernorm_from_scratch_uses_the_biased_variance_and_eps():
-    # a wrong implementation (unbiased variance, eps outside the square root, no eps) must fail
+    # a wrong implementation (unbiased variance, eps outside the square root, no eps)
+    # must fail
     x = torch.tensor([[1.0, 2.0, 3.0, 6.0]])
     mean, var = 3.0, ((4 + 1 + 0 + 9) / 4)  # biased variance: divide by C = 4
     expected = (x - mean) / (var + 1e-5) ** 0.5
@@ -65,17 +65,29 @@ def test_layernorm_from_scratch_uses_the_biased_variance_and_eps():
 
 
 def test_layernorm_from_scratch_state_dict_matches_nn_layernorm():
-    assert set(LayerNormFromScratch(8).state_dict()) == set(nn.LayerNorm(8).state_dict())
-    assert set(LayerNormFromScratch(8, bias=False).state_dict()) == set(nn.LayerNorm(8, bias=False).state_dict())
+    assert set(LayerNormFromScratch(8).state_dict()) == set(
+        nn.LayerNorm(8).state_dict()
+    )
+    assert set(LayerNormFromScratch(8, bias=False).state_dict()) == set(
+        nn.LayerNorm(8, bias=False).state_dict()
+    )
     assert n_params(LayerNormFromScratch(8)) == 16
 
 
-@pytest.mark.parametrize("n_embd, n_head, bias", [(64, 4, True), (48, 6, False), (16, 2, True)])
+@pytest.mark.parametrize(
+    "n_embd, n_head, bias", [(64, 4, True), (48, 6, False), (16, 2, True)]
+)
 def test_post_norm_block_has_the_same_parameters_as_block(n_embd, n_head, bias):
     config = GPTConfig(n_embd=n_embd, n_head=n_head, bias=bias)
     pre, post = Block(config), PostNormBlock(config)
-    assert n_params(post) == n_params(pre) == 12 * n_embd**2 + (13 * n_embd if bias else 2 * n_embd)  # LayerNorm weights stay
-    assert {k: v.shape for k, v in post.state_dict().items()} == {k: v.shape for k, v in pre.state_dict().items()}
+    assert (
+        n_params(post)
+        == n_params(pre)
+        == 12 * n_embd**2 + (13 * n_embd if bias else 2 * n_embd)
+    )  # LayerNorm weights stay
+    assert {k: v.shape for k, v in post.state_dict().items()} == {
+        k: v.shape for k, v in pre.state_dict().items()
+    }
 
 
 def test_post_norm_block_normalises_after_the_addition():
@@ -84,15 +96,20 @@ def test_post_norm_block_normalises_after_the_addition():
     post = PostNormBlock(config)
     x = torch.randn(2, 6, 32) * 5 + 3
     y = post(x)
-    # the output is a LayerNorm output (weight 1, bias 0): mean 0, variance 1 per position
+    # the output is a LayerNorm output (weight 1, bias 0): mean 0, variance 1 per
+    # position
     torch.testing.assert_close(y.mean(-1), torch.zeros(2, 6), atol=1e-5, rtol=0)
-    torch.testing.assert_close(y.var(-1, correction=0), torch.ones(2, 6), atol=1e-3, rtol=0)
+    torch.testing.assert_close(
+        y.var(-1, correction=0), torch.ones(2, 6), atol=1e-3, rtol=0
+    )
     expected = post.ln_1(x + post.attn(x))
     expected = post.ln_2(expected + post.mlp(expected))
     torch.testing.assert_close(y, expected)
     pre = Block(config)
     pre.load_state_dict(post.state_dict())
-    assert not torch.allclose(pre(x), y, atol=1e-2)  # the two orders are different functions
+    assert not torch.allclose(
+        pre(x), y, atol=1e-2
+    )  # the two orders are different functions
 
 
 def test_to_post_norm_copies_the_weights_and_keeps_the_original():
@@ -101,7 +118,9 @@ def test_to_post_norm_copies_the_weights_and_keeps_the_original():
     post = to_post_norm(model)
     assert all(type(b) is Block for b in model.blocks)
     assert all(isinstance(b, PostNormBlock) for b in post.blocks)
-    for (name, a), (name_b, b) in zip(model.state_dict().items(), post.state_dict().items()):
+    for (name, a), (name_b, b) in zip(
+        model.state_dict().items(), post.state_dict().items()
+    ):
         assert name == name_b and torch.equal(a, b), name
     idx = torch.randint(20, (2, 8))
     assert not torch.allclose(model(idx)[0], post(idx)[0])

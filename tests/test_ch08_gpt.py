@@ -1,7 +1,8 @@
 """Chapter 08 (The GPT model): the parameter count by formula, weight tying, GPT-2's
-initialisation and what it does to the residual stream, and loading Hugging Face weights
-whose every tensor is different. tests/test_model.py and tests/test_pretrained.py check the
-basics (one config's count, the gpt2 count, one init std, logits with a fresh HF model)."""
+initialisation and what it does to the residual stream, and loading Hugging Face
+weights whose every tensor is different. tests/test_model.py and
+tests/test_pretrained.py check the basics (one config's count, the gpt2 count, one
+init std, logits with a fresh HF model)."""
 
 import math
 
@@ -32,7 +33,11 @@ def untie(model: GPT) -> GPT:
 
 
 @pytest.mark.parametrize("bias", [True, False])
-@pytest.mark.parametrize("fields", CONFIGS, ids=lambda f: f"V{f['vocab_size']}-L{f['n_layer']}-C{f['n_embd']}")
+@pytest.mark.parametrize(
+    "fields",
+    CONFIGS,
+    ids=lambda f: f"V{f['vocab_size']}-L{f['n_layer']}-C{f['n_embd']}",
+)
 def test_formula_equals_numel(fields, bias):
     config = GPTConfig(**fields, bias=bias)
     model = GPT(config)
@@ -43,7 +48,9 @@ def test_formula_equals_numel(fields, bias):
 @pytest.mark.parametrize("bias", [True, False])
 @pytest.mark.parametrize("name", list(PRESETS))
 def test_formula_equals_numel_for_every_preset(name, bias):
-    config = preset_config(name, bias=bias, **({} if name == "gpt2" else {"vocab_size": 65}))
+    config = preset_config(
+        name, bias=bias, **({} if name == "gpt2" else {"vocab_size": 65})
+    )
     with torch.device("meta"):
         model = GPT(config)
     assert count_params(config) == numel(model)
@@ -52,13 +59,22 @@ def test_formula_equals_numel_for_every_preset(name, bias):
 def test_bias_false_removes_exactly_the_biases():
     config = GPTConfig(**CONFIGS[2])
     C, L = config.n_embd, config.n_layer
-    # per block: ln_1, ln_2 biases (2C), c_attn (3C), attn.c_proj (C), c_fc (4C), mlp.c_proj (C); ln_f (C)
-    assert count_params(config) - count_params(GPTConfig(**CONFIGS[2], bias=False)) == L * 11 * C + C
+    # per block: ln_1, ln_2 biases (2C), c_attn (3C), attn.c_proj (C), c_fc (4C),
+    # mlp.c_proj (C); then ln_f (C)
+    assert (
+        count_params(config) - count_params(GPTConfig(**CONFIGS[2], bias=False))
+        == L * 11 * C + C
+    )
 
 
 @pytest.mark.parametrize(
     "n_layer, n_embd, expected",
-    [(12, 768, 124_439_808), (24, 1024, 354_823_168), (36, 1280, 774_030_080), (48, 1600, 1_557_611_200)],
+    [
+        (12, 768, 124_439_808),
+        (24, 1024, 354_823_168),
+        (36, 1280, 774_030_080),
+        (48, 1600, 1_557_611_200),
+    ],
     ids=["gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl"],
 )
 def test_gpt2_family_counts(n_layer, n_embd, expected):
@@ -69,7 +85,9 @@ def test_gpt2_family_counts(n_layer, n_embd, expected):
     assert count_params(config) == numel(model) == expected
 
 
-@pytest.mark.parametrize("fields", [CONFIGS[0], CONFIGS[3], PRESETS["gpt2"]], ids=["nano", "V1000", "gpt2"])
+@pytest.mark.parametrize(
+    "fields", [CONFIGS[0], CONFIGS[3], PRESETS["gpt2"]], ids=["nano", "V1000", "gpt2"]
+)
 def test_tying_saves_exactly_v_times_c(fields):
     config = GPTConfig(**fields)
     with torch.device("meta"):
@@ -94,20 +112,38 @@ def test_tied_gradient_is_the_sum_of_both_uses():
     untied(idx, targets)[1].backward()
     both = untied.tok_emb.weight.grad + untied.lm_head.weight.grad
     assert torch.allclose(tied.tok_emb.weight.grad, both, atol=1e-7)
-    assert not torch.allclose(tied.tok_emb.weight.grad, untied.lm_head.weight.grad, atol=1e-7)
+    assert not torch.allclose(
+        tied.tok_emb.weight.grad, untied.lm_head.weight.grad, atol=1e-7
+    )
 
 
 @pytest.mark.parametrize("n_layer", [1, 2, 6, 12, 24])
 def test_init_stds(n_layer):
     torch.manual_seed(n_layer)
-    model = GPT(GPTConfig(vocab_size=500, block_size=64, n_layer=n_layer, n_head=4, n_embd=128))
-    proj = torch.cat([p.flatten() for n, p in model.named_parameters() if n.endswith("c_proj.weight")])
-    assert proj.numel() == n_layer * 5 * 128 * 128  # attn (C, C) + mlp (C, 4C) in every block
+    model = GPT(
+        GPTConfig(vocab_size=500, block_size=64, n_layer=n_layer, n_head=4, n_embd=128)
+    )
+    proj = torch.cat(
+        [
+            p.flatten()
+            for n, p in model.named_parameters()
+            if n.endswith("c_proj.weight")
+        ]
+    )
+    assert (
+        proj.numel() == n_layer * 5 * 128 * 128
+    )  # attn (C, C) + mlp (C, 4C) in every block
     expected = 0.02 / math.sqrt(2 * n_layer)
     assert abs(proj.std().item() / expected - 1) < 0.02
     assert abs(proj.mean().item()) < 0.05 * expected
-    others = [p for n, p in model.named_parameters() if n.endswith("weight") and "c_proj" not in n and "ln_" not in n]
-    assert len(others) == 2 + 2 * n_layer  # tok_emb (= lm_head), pos_emb, c_attn and c_fc of every block
+    others = [
+        p
+        for n, p in model.named_parameters()
+        if n.endswith("weight") and "c_proj" not in n and "ln_" not in n
+    ]
+    assert (
+        len(others) == 2 + 2 * n_layer
+    )  # tok_emb (= lm_head), pos_emb, c_attn and c_fc of every block
     for p in others:
         assert abs(p.std().item() / 0.02 - 1) < 0.05
     for n, p in model.named_parameters():
@@ -119,10 +155,20 @@ def test_init_stds(n_layer):
 
 def test_unscale_residual_init_gives_plain_002():
     torch.manual_seed(0)
-    model = unscale_residual_init(GPT(GPTConfig(vocab_size=65, block_size=16, n_layer=8, n_head=4, n_embd=128)))
-    proj = torch.cat([p.flatten() for n, p in model.named_parameters() if n.endswith("c_proj.weight")])
+    model = unscale_residual_init(
+        GPT(GPTConfig(vocab_size=65, block_size=16, n_layer=8, n_head=4, n_embd=128))
+    )
+    proj = torch.cat(
+        [
+            p.flatten()
+            for n, p in model.named_parameters()
+            if n.endswith("c_proj.weight")
+        ]
+    )
     assert abs(proj.std().item() / 0.02 - 1) < 0.02
-    assert abs(model.blocks[0].mlp.c_fc.weight.std().item() / 0.02 - 1) < 0.05  # the rest is untouched
+    assert (
+        abs(model.blocks[0].mlp.c_fc.weight.std().item() / 0.02 - 1) < 0.05
+    )  # the rest is untouched
 
 
 def test_scaled_residual_stream_does_not_grow_with_depth():
@@ -130,12 +176,18 @@ def test_scaled_residual_stream_does_not_grow_with_depth():
     last = {}
     for n_layer in [2, 8]:
         torch.manual_seed(n_layer)
-        model = GPT(GPTConfig(vocab_size=65, block_size=32, n_layer=n_layer, n_head=4, n_embd=128))
+        model = GPT(
+            GPTConfig(
+                vocab_size=65, block_size=32, n_layer=n_layer, n_head=4, n_embd=128
+            )
+        )
         stds = residual_stds(model, idx)
         assert len(stds) == n_layer + 1
         last[n_layer] = stds[-1], residual_stds(unscale_residual_init(model), idx)[-1]
     assert 0.9 < last[8][0] / last[2][0] < 1.15  # scaled: about the same at any depth
-    assert 1.6 < last[8][1] / last[2][1] < 2.5  # unscaled: about sqrt(8 / 2) = 2 times larger
+    assert (
+        1.6 < last[8][1] / last[2][1] < 2.5
+    )  # unscaled: about sqrt(8 / 2) = 2 times larger
 
 
 def test_residual_stds_follow_the_model():
@@ -144,23 +196,37 @@ def test_residual_stds_follow_the_model():
     model = GPT(GPTConfig(**CONFIGS[0])).eval()
     idx = torch.randint(65, (2, 20))
     seen = []
-    hook = model.ln_f.register_forward_hook(lambda module, inputs, output: seen.append(inputs[0]))
+    hook = model.ln_f.register_forward_hook(
+        lambda module, inputs, output: seen.append(inputs[0])
+    )
     with torch.no_grad():
         model(idx)
     hook.remove()
-    assert residual_stds(model, idx)[-1] == pytest.approx(seen[0].std().item(), rel=1e-6)
+    assert residual_stds(model, idx)[-1] == pytest.approx(
+        seen[0].std().item(), rel=1e-6
+    )
 
 
 transformers = pytest.importorskip("transformers")
 
 
 def test_every_distinct_hf_weight_lands_in_its_place():
-    """With every HF tensor drawn at random (biases and LayerNorms too), a mix-up anywhere shows."""
+    """With every HF tensor drawn at random (biases and LayerNorms too), a mix-up
+    anywhere shows."""
     from gptlib.pretrained import config_from_hf, gpt_from_hf_state_dict
 
-    hf_config = transformers.GPT2Config(n_layer=2, n_head=4, n_embd=64, n_positions=64, vocab_size=100,
-                                        resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
-                                        bos_token_id=0, eos_token_id=0)
+    hf_config = transformers.GPT2Config(
+        n_layer=2,
+        n_head=4,
+        n_embd=64,
+        n_positions=64,
+        vocab_size=100,
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
+        bos_token_id=0,
+        eos_token_id=0,
+    )
     torch.manual_seed(0)
     reference = transformers.GPT2LMHeadModel(hf_config).eval()
     with torch.no_grad():
@@ -168,7 +234,11 @@ def test_every_distinct_hf_weight_lands_in_its_place():
             p.normal_(0.0, 0.5)
     config = config_from_hf(hf_config)
     ours = gpt_from_hf_state_dict(reference.state_dict(), config).eval()
-    assert ours.num_params() == count_params(config) == sum(p.numel() for p in reference.parameters())
+    assert (
+        ours.num_params()
+        == count_params(config)
+        == sum(p.numel() for p in reference.parameters())
+    )
     idx = torch.randint(100, (2, 64))
     with torch.no_grad():
         expected = reference(idx).logits

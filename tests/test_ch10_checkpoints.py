@@ -43,22 +43,37 @@ def trained(steps: int = 2):
 def test_payload_runs_code_when_unpickled_and_nowhere_else(tmp_path, capsys):
     marker = tmp_path / "marker"
     pickle.loads(pickle.dumps({"w": [1.0], "x": Payload(marker)}))
-    assert marker.exists() and "printed by code inside the file" in capsys.readouterr().out
+    assert (
+        marker.exists() and "printed by code inside the file" in capsys.readouterr().out
+    )
     marker.unlink()
     torch.save({"x": Payload(marker)}, tmp_path / "evil.pt")
     with pytest.raises(pickle.UnpicklingError, match="exec"):
-        torch.load(tmp_path / "evil.pt")  # weights_only=True is the default (PyTorch >= 2.6)
+        torch.load(
+            tmp_path / "evil.pt"
+        )  # weights_only=True is the default (PyTorch >= 2.6)
     with pytest.raises(CheckpointError, match="pickle"):
         load_checkpoint(tmp_path / "evil.pt")
     assert not marker.exists()
 
 
-def test_save_rotating_keeps_the_newest_and_deletes_only_after_saving(tmp_path, monkeypatch):
+def test_save_rotating_keeps_the_newest_and_deletes_only_after_saving(
+    tmp_path, monkeypatch
+):
     model, opt = trained()
-    for step in [5, 50, 95, 100, 105]:  # 100 and 105 sort after 95 only if the step is zero-padded
+    for step in [
+        5,
+        50,
+        95,
+        100,
+        105,
+    ]:  # 100 and 105 sort after 95 only if the step is zero-padded
         newest = save_rotating(tmp_path, model, opt, step, keep=3)
     assert sorted(p.name for p in tmp_path.iterdir()) == [
-        "ckpt-0000095.safetensors", "ckpt-0000100.safetensors", "ckpt-0000105.safetensors"]
+        "ckpt-0000095.safetensors",
+        "ckpt-0000100.safetensors",
+        "ckpt-0000105.safetensors",
+    ]
     assert load_checkpoint(newest).step == 105
 
     def disk_full(fd):
@@ -78,7 +93,9 @@ def test_predicted_size_is_the_tensor_bytes_of_the_file(tmp_path):
     n_tensors = len(list(model.parameters()))
     assert predicted_size(model) == 12 * n + 4 * n_tensors
     for optimizer, with_optimizer in [(opt, True), (None, False)]:
-        path = save_checkpoint(tmp_path / f"{with_optimizer}.safetensors", model, optimizer)
+        path = save_checkpoint(
+            tmp_path / f"{with_optimizer}.safetensors", model, optimizer
+        )
         rest = path.stat().st_size - predicted_size(model, with_optimizer)
         assert 5056 < rest < 5056 + 40_000  # the torch RNG state and the JSON header
 
@@ -86,7 +103,9 @@ def test_predicted_size_is_the_tensor_bytes_of_the_file(tmp_path):
 def test_load_weights_equals_load_model(tmp_path):
     model, opt = trained()
     tok = CharTokenizer.train("abcdefghijklmnop")
-    path = save_checkpoint(tmp_path / "c.safetensors", model, opt, step=2, tokenizer=tok)
+    path = save_checkpoint(
+        tmp_path / "c.safetensors", model, opt, step=2, tokenizer=tok
+    )
     light = load_weights(path)
     full, _ = load_model(path)
     x = torch.randint(0, 16, (2, 16))
@@ -95,7 +114,7 @@ def test_load_weights_equals_load_model(tmp_path):
 
 
 class CrashAfter(GPT):
-    """Training forward passes fail after `after` of them: a process that dies mid-run."""
+    """Training forward passes fail after `after` of them: a process dying mid-run."""
 
     def __init__(self, config, after):
         super().__init__(config)
@@ -135,14 +154,22 @@ def straight_run(run_dir: Path) -> GPT:
 
 
 def same_weights(a: GPT, b: GPT) -> bool:
-    return all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+    return all(
+        torch.equal(x, y)
+        for x, y in zip(a.state_dict().values(), b.state_dict().values())
+    )
 
 
 def test_resume_after_a_crash_is_bit_exact_and_does_not_repeat_the_evaluation(tmp_path):
     straight = straight_run(tmp_path / "a")
     resumed = crash_and_resume(tmp_path / "b")
     assert same_weights(straight, resumed)
-    assert [r["step"] for r in evals(tmp_path / "b")] == [0, 20, 40, 60]  # step 40 evaluated once
+    assert [r["step"] for r in evals(tmp_path / "b")] == [
+        0,
+        20,
+        40,
+        60,
+    ]  # step 40 evaluated once
     assert evals(tmp_path / "a") == evals(tmp_path / "b")
 
 
@@ -166,7 +193,9 @@ class DoubleCtrlC(GPT):
                 signal.raise_signal(signal.SIGINT)
                 time.sleep(0.05)  # the first press is handled: stop after this step
                 signal.raise_signal(signal.SIGINT)
-                time.sleep(0.05)  # the second press interrupts here, in the middle of the step
+                time.sleep(
+                    0.05
+                )  # the second press interrupts here, in the middle of the step
         return super().forward(idx, targets)
 
 
@@ -174,7 +203,18 @@ class DoubleCtrlC(GPT):
 def test_second_ctrl_c_aborts_at_once_without_saving(tmp_path, capsys):
     data = pattern_data()
     with pytest.raises(KeyboardInterrupt):
-        run(DoubleCtrlC(CFG), data, quick_config(max_steps=1000, eval_interval=10**6), tmp_path)
-    assert "Ctrl-C: stopping after this step" in capsys.readouterr().out  # the first press was handled
-    assert not (tmp_path / CHECKPOINT_NAME).exists()  # nothing saved: no periodic checkpoint was due
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is put back
+        run(
+            DoubleCtrlC(CFG),
+            data,
+            quick_config(max_steps=1000, eval_interval=10**6),
+            tmp_path,
+        )
+    assert (
+        "Ctrl-C: stopping after this step" in capsys.readouterr().out
+    )  # the first press was handled
+    assert not (
+        tmp_path / CHECKPOINT_NAME
+    ).exists()  # nothing saved: no periodic checkpoint was due
+    assert (
+        signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    )  # the handler is put back

@@ -26,17 +26,26 @@ from gptlib import GPT, GPTConfig, generate_tokens, sample_next
 
 def small_model(vocab_size=12, block_size=8):
     torch.manual_seed(0)
-    return GPT(GPTConfig(vocab_size=vocab_size, block_size=block_size, n_layer=1, n_head=2, n_embd=16)).eval()
+    return GPT(
+        GPTConfig(
+            vocab_size=vocab_size, block_size=block_size, n_layer=1, n_head=2, n_embd=16
+        )
+    ).eval()
 
 
 def test_naive_loop_draws_the_same_tokens_as_generate_tokens_past_the_window():
     model = small_model()
     prompt = torch.randint(0, 12, (2, 5), generator=torch.Generator().manual_seed(1))
-    ours = naive_generate(model, prompt, 20, torch.Generator().manual_seed(3))  # 25 tokens > block_size 8
+    ours = naive_generate(
+        model, prompt, 20, torch.Generator().manual_seed(3)
+    )  # 25 tokens > block_size 8
     assert ours.shape == (2, 25) and torch.equal(ours[:, :5], prompt)
     for use_cache in (False, True):
         g = torch.Generator().manual_seed(3)
-        theirs = torch.cat(list(generate_tokens(model, prompt, 20, generator=g, use_cache=use_cache)), 1)
+        theirs = torch.cat(
+            list(generate_tokens(model, prompt, 20, generator=g, use_cache=use_cache)),
+            1,
+        )
         assert torch.equal(ours[:, 5:], theirs)
 
 
@@ -59,7 +68,14 @@ def test_filter_probs_on_the_page_distribution():
     probs = torch.tensor([0.42, 0.23, 0.16, 0.09, 0.06, 0.04])
     kept = filter_probs(probs, top_k=2)
     assert torch.allclose(kept, torch.tensor([0.42, 0.23, 0, 0, 0, 0]) / 0.65)
-    assert (filter_probs(probs, top_p=0.5) > 0).tolist() == [True, True, False, False, False, False]
+    assert (filter_probs(probs, top_p=0.5) > 0).tolist() == [
+        True,
+        True,
+        False,
+        False,
+        False,
+        False,
+    ]
     assert (filter_probs(probs, top_p=0.8) > 0).sum() == 3  # 0.42 + 0.23 < 0.8 <= 0.81
     assert (filter_probs(probs, top_p=0.95) > 0).sum() == 5
     assert torch.equal(filter_probs(probs, top_k=100), probs / probs.sum())
@@ -67,7 +83,13 @@ def test_filter_probs_on_the_page_distribution():
 
 
 @pytest.mark.parametrize(
-    "kwargs", [dict(top_k=3), dict(top_p=0.7), dict(top_k=4, top_p=0.6), dict(top_k=2, top_p=0.5)]  # the last: order matters
+    "kwargs",
+    [
+        dict(top_k=3),
+        dict(top_p=0.7),
+        dict(top_k=4, top_p=0.6),
+        dict(top_k=2, top_p=0.5),
+    ],  # the last: order matters
 )
 def test_sample_next_draws_from_what_filter_probs_keeps(kwargs):
     probs = torch.tensor([0.05, 0.30, 0.02, 0.25, 0.18, 0.20])
@@ -83,20 +105,29 @@ def test_repetition_penalty_lowers_only_seen_tokens():
     logits = torch.tensor([[2.0, -1.0, 0.5, 3.0]])
     out = repetition_penalty(logits, torch.tensor([[0, 1, 1]]), penalty=2.0)
     assert out.tolist() == [[1.0, -2.0, 0.5, 3.0]]
-    assert torch.equal(repetition_penalty(logits, torch.tensor([[0, 1]]), penalty=1.0), logits)
+    assert torch.equal(
+        repetition_penalty(logits, torch.tensor([[0, 1]]), penalty=1.0), logits
+    )
 
 
 def test_greedy_with_penalty_one_is_plain_greedy():
     model = small_model()
     prompt = torch.tensor([[1, 2, 3]])
     plain = torch.cat(list(generate_tokens(model, prompt, 15, temperature=0)), 1)
-    assert torch.equal(greedy_with_penalty(model, prompt, 15, penalty=1.0)[:, 3:], plain)
+    assert torch.equal(
+        greedy_with_penalty(model, prompt, 15, penalty=1.0)[:, 3:], plain
+    )
 
 
 def test_min_p_keeps_tokens_relative_to_the_best():
-    probs = torch.tensor([[0.42, 0.23, 0.16, 0.09, 0.06, 0.04], [0.90, 0.05, 0.03, 0.01, 0.006, 0.004]])
+    probs = torch.tensor(
+        [[0.42, 0.23, 0.16, 0.09, 0.06, 0.04], [0.90, 0.05, 0.03, 0.01, 0.006, 0.004]]
+    )
     kept = min_p_filter(probs.log(), 0.2) > float("-inf")
-    assert kept.tolist() == [[True, True, True, True, False, False], [True, False, False, False, False, False]]
+    assert kept.tolist() == [
+        [True, True, True, True, False, False],
+        [True, False, False, False, False, False],
+    ]
     assert min_p_filter(probs.log(), 0.0).isfinite().all()
 
 
@@ -105,4 +136,9 @@ def test_time_generation_returns_the_same_tokens_either_way():
     prompt = torch.tensor([[1, 2, 3]])
     seconds_off, off = time_generation(model, prompt, 10, use_cache=False, repeats=1)
     seconds_on, on = time_generation(model, prompt, 10, use_cache=True, repeats=2)
-    assert off.shape == (1, 10) and torch.equal(off, on) and seconds_off > 0 and seconds_on > 0
+    assert (
+        off.shape == (1, 10)
+        and torch.equal(off, on)
+        and seconds_off > 0
+        and seconds_on > 0
+    )

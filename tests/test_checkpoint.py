@@ -22,8 +22,8 @@ CFG = GPTConfig(vocab_size=12, block_size=8, n_layer=1, n_head=2, n_embd=16)
 
 
 def trained_model_and_optimizer(steps: int = 3, config: GPTConfig = CFG):
-    """A small model and its AdamW after a few steps. All RNGs are seeded, so the checkpoint
-    (whose metadata holds their states) is the same every run."""
+    """A small model and its AdamW after a few steps. All RNGs are seeded, so the
+    checkpoint (whose metadata holds their states) is the same every run."""
     seed_everything(0)
     model = GPT(config)
     opt = configure_optimizer(model, TrainConfig())
@@ -39,7 +39,14 @@ def trained_model_and_optimizer(steps: int = 3, config: GPTConfig = CFG):
 def test_round_trip_model_optimizer_tokenizer_step(tmp_path):
     model, opt = trained_model_and_optimizer()
     tok = CharTokenizer.train("hello 世界!🤖")
-    path = save_checkpoint(tmp_path / "c.safetensors", model, opt, step=3, tokenizer=tok, extra={"note": "x"})
+    path = save_checkpoint(
+        tmp_path / "c.safetensors",
+        model,
+        opt,
+        step=3,
+        tokenizer=tok,
+        extra={"note": "x"},
+    )
     ck = load_checkpoint(path)
     assert ck.config == CFG and ck.step == 3 and ck.extra == {"note": "x"}
     assert ck.tokenizer.encode("hello 世界") == tok.encode("hello 世界")
@@ -54,7 +61,10 @@ def test_round_trip_model_optimizer_tokenizer_step(tmp_path):
     opt2 = configure_optimizer(restored, TrainConfig())
     opt2.load_state_dict(ck.optimizer_state)
     before, after = opt.state_dict(), opt2.state_dict()
-    assert before["state"].keys() == after["state"].keys() and before["param_groups"] == after["param_groups"]
+    assert (
+        before["state"].keys() == after["state"].keys()
+        and before["param_groups"] == after["param_groups"]
+    )
     for idx, state in before["state"].items():
         for key, value in state.items():
             assert torch.equal(value, after["state"][idx][key]), (idx, key)
@@ -84,15 +94,19 @@ def test_failed_write_keeps_previous_checkpoint(tmp_path, monkeypatch):
     with pytest.raises(OSError, match="No space left on device.*unchanged"):
         save_checkpoint(path, model, opt, step=2)
     assert path.read_bytes() == before
-    assert [p.name for p in tmp_path.iterdir()] == ["c.safetensors"]  # no temp file left behind
+    assert [p.name for p in tmp_path.iterdir()] == [
+        "c.safetensors"
+    ]  # no temp file left behind
     monkeypatch.undo()
     assert load_checkpoint(path).step == 1
 
 
 def test_truncated_checkpoint_is_never_mistaken_for_a_pickle(tmp_path):
-    # a safetensors file starts with its header length (8 bytes, little-endian); a length
-    # whose first byte is 0x80 looks like the start of a pickle, unless the '{' after it is checked
-    data = (640).to_bytes(8, "little") + b'{"w": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}'
+    # a safetensors file starts with its header length (8 bytes, little-endian); a
+    # length whose first byte is 0x80 looks like the start of a pickle, unless the '{'
+    # after it is checked
+    header = b'{"w": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}'
+    data = (640).to_bytes(8, "little") + header
     assert data[:2] == b"\x80\x02"  # also the first two bytes of a protocol-2 pickle
     (tmp_path / "trunc.safetensors").write_bytes(data)
     with pytest.raises(CheckpointError, match="corrupt or truncated"):
@@ -111,7 +125,9 @@ def test_ctrl_c_during_a_write_keeps_previous_checkpoint(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         save_checkpoint(path, model, opt, step=2)
     assert path.read_bytes() == before
-    assert [p.name for p in tmp_path.iterdir()] == ["c.safetensors"]  # no temp file left behind
+    assert [p.name for p in tmp_path.iterdir()] == [
+        "c.safetensors"
+    ]  # no temp file left behind
 
 
 def test_truncated_and_garbage_files_give_clear_errors(tmp_path):
@@ -158,10 +174,17 @@ def test_pickle_files_are_refused_without_unpickling(tmp_path, writer):
 
 
 def test_damaged_metadata_is_reported(tmp_path):
-    save_file({"model.x": torch.zeros(1)}, tmp_path / "m.safetensors",
-              metadata={"format": "gptlib-checkpoint", "version": "1", "config": "{not json"})
+    save_file(
+        {"model.x": torch.zeros(1)},
+        tmp_path / "m.safetensors",
+        metadata={"format": "gptlib-checkpoint", "version": "1", "config": "{not json"},
+    )
     with pytest.raises(CheckpointError, match="damaged metadata"):
         load_checkpoint(tmp_path / "m.safetensors")
-    save_file({"model.x": torch.zeros(1)}, tmp_path / "v.safetensors", metadata={"format": "gptlib-checkpoint", "version": "9"})
+    save_file(
+        {"model.x": torch.zeros(1)},
+        tmp_path / "v.safetensors",
+        metadata={"format": "gptlib-checkpoint", "version": "9"},
+    )
     with pytest.raises(CheckpointError, match="version 9"):
         load_checkpoint(tmp_path / "v.safetensors")

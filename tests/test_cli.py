@@ -9,8 +9,13 @@ from gptlib.cli import main
 
 
 def run_cli(*args, cwd):
-    return subprocess.run([sys.executable, "-m", "gptlib", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "gptlib", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def test_help_lists_commands(capsys):
@@ -52,13 +57,40 @@ def test_bad_values_give_one_line_errors(tmp_path, capsys, monkeypatch):
 
 
 def test_train_then_sample_end_to_end(tmp_path):
-    done = run_cli("train", "--preset", "nano", "--steps", "40", "--eval-interval", "20", "--no-progress",
-                   cwd=tmp_path)
+    done = run_cli(
+        "train",
+        "--preset",
+        "nano",
+        "--steps",
+        "40",
+        "--eval-interval",
+        "20",
+        "--no-progress",
+        cwd=tmp_path,
+    )
     assert done.returncode == 0, done.stderr
     assert "model nano" in done.stdout and "val loss" in done.stdout
     assert (tmp_path / "runs" / "nano" / "checkpoint.safetensors").exists()
-    a = run_cli("sample", "--seed", "3", "--max-new-tokens", "50", "--prompt", "The ", cwd=tmp_path)
-    b = run_cli("sample", "--seed", "3", "--max-new-tokens", "50", "--prompt", "The ", cwd=tmp_path)
+    a = run_cli(
+        "sample",
+        "--seed",
+        "3",
+        "--max-new-tokens",
+        "50",
+        "--prompt",
+        "The ",
+        cwd=tmp_path,
+    )
+    b = run_cli(
+        "sample",
+        "--seed",
+        "3",
+        "--max-new-tokens",
+        "50",
+        "--prompt",
+        "The ",
+        cwd=tmp_path,
+    )
     assert a.returncode == 0, a.stderr
     assert a.stdout == b.stdout and a.stdout.startswith("The ") and len(a.stdout) > 40
     assert "sampling from runs/nano/checkpoint.safetensors" in a.stderr
@@ -66,9 +98,38 @@ def test_train_then_sample_end_to_end(tmp_path):
 
 def test_prepare_then_train_from_token_files(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    assert main(["prepare", "--corpus", "course-en", "--tokenizer", "bpe", "--vocab-size", "300", "--out", "toks"]) == 0
+    assert (
+        main(
+            [
+                "prepare",
+                "--corpus",
+                "course-en",
+                "--tokenizer",
+                "bpe",
+                "--vocab-size",
+                "300",
+                "--out",
+                "toks",
+            ]
+        )
+        == 0
+    )
     assert "train and" in capsys.readouterr().out
-    assert main(["train", "--preset", "nano", "--data", "toks", "--steps", "5", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--preset",
+                "nano",
+                "--data",
+                "toks",
+                "--steps",
+                "5",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "token files toks" in out and "bpe tokenizer, vocab 300" in out
 
@@ -77,8 +138,18 @@ def test_resume_in_a_new_process_is_bit_exact(tmp_path):
     """Train N steps in one process; versus N/2, stop, a new process resumes for N/2."""
     from gptlib.checkpoint import load_checkpoint
 
-    common = ["train", "--preset", "nano", "--corpus", "course-en", "--steps", "60", "--eval-interval", "20",
-              "--no-progress"]
+    common = [
+        "train",
+        "--preset",
+        "nano",
+        "--corpus",
+        "course-en",
+        "--steps",
+        "60",
+        "--eval-interval",
+        "20",
+        "--no-progress",
+    ]
     straight = run_cli(*common, "--out", "a", cwd=tmp_path)
     first = run_cli(*common, "--out", "b", "--stop-at", "30", cwd=tmp_path)
     second = run_cli(*common, "--out", "b", "--resume", cwd=tmp_path)
@@ -90,13 +161,17 @@ def test_resume_in_a_new_process_is_bit_exact(tmp_path):
     assert a.step == b.step == 60
     for name, tensor in a.model_state.items():
         assert torch.equal(tensor, b.model_state[name]), name
-    losses = lambda run: [line for line in (tmp_path / run / "metrics.jsonl").read_text().splitlines()  # noqa: E731
-                          if "val_loss" in line]
+
+    def losses(run):
+        lines = (tmp_path / run / "metrics.jsonl").read_text().splitlines()
+        return [line for line in lines if "val_loss" in line]
+
     assert losses("a") == losses("b")
 
 
 def test_train_help_lists_every_model_and_training_setting(capsys):
-    """The flags are made from GPTConfig and TrainConfig: a new field is a new flag, with its comment as help."""
+    """The flags are made from GPTConfig and TrainConfig: a new field is a new flag,
+    with its comment as help."""
     from dataclasses import fields
 
     from gptlib.model import GPTConfig
@@ -108,23 +183,76 @@ def test_train_help_lists_every_model_and_training_setting(capsys):
     for f in fields(GPTConfig) + fields(TrainConfig):
         if f.name != "vocab_size":  # the tokenizer's
             assert f"--{f.name.replace('_', '-')}" in out, f.name
-    assert "--steps" in out and "--lr" in out and "--no-compile" in out and "{bfloat16,float16,float32}" in out
-    assert "micro-batches per step: batch_size * this sequences" in out  # help from the field's comment
+    assert (
+        "--steps" in out
+        and "--lr" in out
+        and "--no-compile" in out
+        and "{bfloat16,float16,float32}" in out
+    )
+    assert (
+        "micro-batches per step: batch_size * this sequences" in out
+    )  # help from the field's comment
     assert "Transformer blocks (default: the preset's)" in out
 
 
 @pytest.mark.slow
 def test_every_setting_reaches_the_run(tmp_path):
-    """bfloat16 autocast, gradient accumulation, torch.compile and a model shape, all from flags, on the CPU."""
-    done = run_cli("train", "--preset", "nano", "--corpus", "course-en", "--steps", "4", "--eval-interval", "2",
-                   "--dtype", "bfloat16", "--grad-accum-steps", "2", "--compile", "--n-layer", "1",
-                   "--n-embd", "32", "--n-head", "2", "--dropout", "0.1", "--warmup-steps", "1",
-                   "--weight-decay", "0.05", "--no-progress", "--device", "cpu", cwd=tmp_path)
+    """bfloat16 autocast, gradient accumulation, torch.compile and a model shape, all
+    from flags, on the CPU."""
+    done = run_cli(
+        "train",
+        "--preset",
+        "nano",
+        "--corpus",
+        "course-en",
+        "--steps",
+        "4",
+        "--eval-interval",
+        "2",
+        "--dtype",
+        "bfloat16",
+        "--grad-accum-steps",
+        "2",
+        "--compile",
+        "--n-layer",
+        "1",
+        "--n-embd",
+        "32",
+        "--n-head",
+        "2",
+        "--dropout",
+        "0.1",
+        "--warmup-steps",
+        "1",
+        "--weight-decay",
+        "0.05",
+        "--no-progress",
+        "--device",
+        "cpu",
+        cwd=tmp_path,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     ckpt = load_checkpoint(tmp_path / "runs" / "nano" / "checkpoint.safetensors")
-    assert (ckpt.config.n_layer, ckpt.config.n_embd, ckpt.config.n_head, ckpt.config.dropout) == (1, 32, 2, 0.1)
+    assert (
+        ckpt.config.n_layer,
+        ckpt.config.n_embd,
+        ckpt.config.n_head,
+        ckpt.config.dropout,
+    ) == (1, 32, 2, 0.1)
     settings = ckpt.extra["train_config"]
-    assert (settings["dtype"], settings["grad_accum_steps"], settings["compile"]) == ("bfloat16", 2, True)
-    assert (settings["max_steps"], settings["warmup_steps"], settings["weight_decay"]) == (4, 1, 0.05)
-    assert settings["batch_size"] == 16 and settings["learning_rate"] == 3e-3  # the rest: the nano preset's
-    assert not any("_orig_mod" in name for name in ckpt.model_state)  # the plain model was saved
+    assert (settings["dtype"], settings["grad_accum_steps"], settings["compile"]) == (
+        "bfloat16",
+        2,
+        True,
+    )
+    assert (
+        settings["max_steps"],
+        settings["warmup_steps"],
+        settings["weight_decay"],
+    ) == (4, 1, 0.05)
+    assert (
+        settings["batch_size"] == 16 and settings["learning_rate"] == 3e-3
+    )  # the rest: the nano preset's
+    assert not any(
+        "_orig_mod" in name for name in ckpt.model_state
+    )  # the plain model was saved

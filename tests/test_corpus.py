@@ -19,7 +19,10 @@ from gptlib import load_corpus
 from gptlib.data import COURSE_CORPUS, course_snapshot
 from gptlib.finetuning import LABELS, course_lines, glossary_instructions
 
-PINNED = ("course-v1.json.gz", "a2740bd721f7e4543b3e21251eb14521fd539bb6062151ea68b50c8e1aadd9e5")
+PINNED = (
+    "course-v1.json.gz",
+    "a2740bd721f7e4543b3e21251eb14521fd539bb6062151ea68b50c8e1aadd9e5",
+)
 
 
 def test_the_packaged_snapshot_is_the_pinned_one():
@@ -28,24 +31,49 @@ def test_the_packaged_snapshot_is_the_pinned_one():
 
 
 def test_course_corpora_are_the_frozen_text():
-    text, en, zh = load_corpus("course"), load_corpus("course-en"), load_corpus("course-zh")
+    text, en, zh = (
+        load_corpus("course"),
+        load_corpus("course-en"),
+        load_corpus("course-zh"),
+    )
     assert (len(text), len(en), len(zh)) == (519_550, 308_000, 211_550)
-    assert len(en) + len(zh) == len(text) and text.startswith("# Build a GPT from scratch")
-    assert sum("\u4e00" <= ch <= "\u9fff" for ch in zh) == 45_382 and "<!--" not in text and "--8<--" not in text
+    assert len(en) + len(zh) == len(text) and text.startswith(
+        "# Build a GPT from scratch"
+    )
+    assert (
+        sum("\u4e00" <= ch <= "\u9fff" for ch in zh) == 45_382
+        and "<!--" not in text
+        and "--8<--" not in text
+    )
 
 
 def test_derived_data_sets_are_frozen_too():
     lines = course_lines()
-    assert len(lines) == 4574 and {label for _, label in lines} == set(range(len(LABELS)))
+    assert len(lines) == 4574 and {label for _, label in lines} == set(
+        range(len(LABELS))
+    )
     assert len(glossary_instructions()) == 118 and course_snapshot()["version"] == 1
 
 
 def test_the_freeze_command_writes_a_loadable_snapshot(tmp_path):
     out = tmp_path / "course.json.gz"
-    done = subprocess.run([sys.executable, str(pagecode.ROOT / "scripts" / "freeze_course_corpus.py"),
-                           "--version", "99", "--out", str(out)], capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(pagecode.ROOT / "scripts" / "freeze_course_corpus.py"),
+            "--version",
+            "99",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     fresh = json.loads(gzip.decompress(out.read_bytes()))
     assert fresh["version"] == 99 and set(fresh) == set(course_snapshot())
-    assert {p["page"] for p in fresh["pages"]} >= {p["page"] for p in course_snapshot()["pages"]}
+    assert {p["page"] for p in fresh["pages"]} >= {
+        p["page"] for p in course_snapshot()["pages"]
+    }
     assert hashlib.sha256(out.read_bytes()).hexdigest() in done.stdout

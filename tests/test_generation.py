@@ -58,13 +58,22 @@ def test_seed_makes_sampling_reproducible_and_model_mode_is_restored():
 def test_stream_pieces_add_up_to_the_decoded_text():
     torch.manual_seed(0)
     tok = BPETokenizer.train("你好世界" * 30, vocab_size=260)
-    model = GPT(GPTConfig(vocab_size=260, block_size=8, n_layer=1, n_head=2, n_embd=16)).eval()
+    model = GPT(
+        GPTConfig(vocab_size=260, block_size=8, n_layer=1, n_head=2, n_embd=16)
+    ).eval()
     pieces = list(stream(model, tok, "你", max_new_tokens=40, seed=0))
     g = torch.Generator().manual_seed(0)
-    ids = [int(t) for t in generate_tokens(model, torch.tensor([tok.encode("你")]), 40, generator=g)]
+    ids = [
+        int(t)
+        for t in generate_tokens(
+            model, torch.tensor([tok.encode("你")]), 40, generator=g
+        )
+    ]
     # pieces are held back while a multi-byte character is incomplete, never changed
     assert "".join(pieces) == tok.decode(ids)
-    assert len(pieces) < 40  # some tokens were partial characters and waited for the next
+    assert (
+        len(pieces) < 40
+    )  # some tokens were partial characters and waited for the next
 
 
 def test_top_p_keeps_the_smallest_set_covering_p():
@@ -74,7 +83,9 @@ def test_top_p_keeps_the_smallest_set_covering_p():
     assert set(picks.tolist()) == {0, 1}  # 0.5 + 0.3 covers 0.75; 0.15 is not needed
     picks = sample_next(probs.log().repeat(2000, 1), top_p=0.81).flatten()
     assert set(picks.tolist()) == {0, 1, 2}
-    assert sample_next(probs.log(), top_p=0.01).item() == 0  # the best token always stays
+    assert (
+        sample_next(probs.log(), top_p=0.01).item() == 0
+    )  # the best token always stays
     with pytest.raises(ValueError, match="top_p"):
         sample_next(probs.log(), top_p=1.5)
 
@@ -82,13 +93,23 @@ def test_top_p_keeps_the_smallest_set_covering_p():
 @pytest.mark.parametrize("temperature, seed", [(0.0, None), (1.0, 3)])
 def test_kv_cache_gives_the_same_tokens(temperature, seed):
     torch.manual_seed(0)
-    model = GPT(GPTConfig(vocab_size=30, block_size=16, n_layer=2, n_head=2, n_embd=32)).eval()
+    model = GPT(
+        GPTConfig(vocab_size=30, block_size=16, n_layer=2, n_head=2, n_embd=32)
+    ).eval()
     prompt = torch.randint(0, 30, (2, 5))
 
     def run(use_cache):
         g = torch.Generator().manual_seed(seed) if seed is not None else None
-        # 40 new tokens: well past block_size=16, so the window slides and the cache is rebuilt
-        return torch.cat(list(generate_tokens(model, prompt, 40, temperature, generator=g, use_cache=use_cache)), 1)
+        # 40 new tokens: well past block_size=16, so the window slides and the cache is
+        # rebuilt
+        return torch.cat(
+            list(
+                generate_tokens(
+                    model, prompt, 40, temperature, generator=g, use_cache=use_cache
+                )
+            ),
+            1,
+        )
 
     assert torch.equal(run(True), run(False))
 
@@ -97,7 +118,9 @@ def test_cached_forward_equals_full_forward():
     from gptlib.model import KVCache
 
     torch.manual_seed(0)
-    model = GPT(GPTConfig(vocab_size=30, block_size=16, n_layer=2, n_head=2, n_embd=32)).eval()
+    model = GPT(
+        GPTConfig(vocab_size=30, block_size=16, n_layer=2, n_head=2, n_embd=32)
+    ).eval()
     idx = torch.randint(0, 30, (2, 16))
     full, _ = model(idx)
     cache = KVCache(2)
@@ -114,6 +137,8 @@ def test_stop_string_ends_generation_before_it():
     model = GPT(GPTConfig(vocab_size=2, block_size=8, n_layer=1, n_head=1, n_embd=8))
     full = generate(model, tok, "a", max_new_tokens=60, seed=1)
     cut = generate(model, tok, "a", max_new_tokens=60, seed=1, stop="bb")
-    continuation = full[1:]  # the stop string is looked for in the generated text, not the prompt
+    continuation = full[
+        1:
+    ]  # the stop string is looked for in the generated text, not the prompt
     assert "bb" in continuation
     assert cut == "a" + continuation[: continuation.index("bb")]

@@ -1,13 +1,13 @@
 """The page harness itself: it must be able to fail."""
 
-pytest_plugins = ["pytester"]
-
 import textwrap
 
 import pagecode
 import pytest
 
 import conftest
+
+pytest_plugins = ["pytester"]
 
 
 def write_page(tmp_path, text):
@@ -17,7 +17,9 @@ def write_page(tmp_path, text):
 
 
 def test_blocks_are_classified(tmp_path):
-    page = write_page(tmp_path, '''
+    page = write_page(
+        tmp_path,
+        """
         ```python
         print(1)
         ```
@@ -50,25 +52,38 @@ def test_blocks_are_classified(tmp_path):
             ```python
             print(2)
             ```
-        ''')
+        """,
+    )
     blocks = pagecode.extract(page)
-    assert [b.kind for b in blocks] == ["python", "shell", "shown", "unaccounted", "unaccounted", "python"]
+    assert [b.kind for b in blocks] == [
+        "python",
+        "shell",
+        "shown",
+        "unaccounted",
+        "unaccounted",
+        "python",
+    ]
     assert blocks[0].expected_output == "1\n" and blocks[-1].code == "print(2)\n"
 
 
 def test_includes_are_expanded_with_page_line_numbers(tmp_path):
-    page = write_page(tmp_path, '''
+    page = write_page(
+        tmp_path,
+        """
         Text.
 
         ```python
         --8<-- "gptlib/utils.py:seed_everything"
         seed_everything(0)
         ```
-        ''')
+        """,
+    )
     (block,) = pagecode.extract(page)
     assert block.code.startswith("def seed_everything(seed: int) -> None:")
     assert block.code.endswith("seed_everything(0)\n") and block.line == 4
-    missing = write_page(tmp_path, '```python\n--8<-- "gptlib/utils.py:no_such_section"\n```\n')
+    missing = write_page(
+        tmp_path, '```python\n--8<-- "gptlib/utils.py:no_such_section"\n```\n'
+    )
     with pytest.raises(Exception, match="no_such_section"):
         pagecode.extract(missing)
 
@@ -80,15 +95,23 @@ def test_one_session_per_page_like_a_reader(tmp_path):
         reply = session.run_python("print(x + 1)", "p.md, block at line 5")
         assert reply == {"ok": True, "stdout": "42\n", "error": None}
         reply = session.run_python("\n\nundefined_name", "p.md, block at line 9")
-        assert not reply["ok"] and "NameError" in reply["error"] and 'block at line 9", line 3' in reply["error"]
+        assert (
+            not reply["ok"]
+            and "NameError" in reply["error"]
+            and 'block at line 9", line 3' in reply["error"]
+        )
         assert session.run_shell("pwd")["stdout"].strip() == str(session.cwd)
         assert not session.run_shell("exit 3")["ok"]
-        assert session.run_shell("echo $GPTLIB_DEVICE")["stdout"] == "cpu\n"  # the pages' numbers are CPU numbers
+        assert (
+            session.run_shell("echo $GPTLIB_DEVICE")["stdout"] == "cpu\n"
+        )  # the pages' numbers are CPU numbers
     finally:
         session.close()
     fresh = conftest.PageSession(write_page(tmp_path, "# q\n"), tmp_path / "figures")
     try:
-        assert "NameError" in fresh.run_python("print(x)", "q.md")["error"]  # nothing leaks between pages
+        assert (
+            "NameError" in fresh.run_python("print(x)", "q.md")["error"]
+        )  # nothing leaks between pages
     finally:
         fresh.close()
 
@@ -112,8 +135,16 @@ def test_output_comparison(shown, printed, ok):
     "shown, printed, ok",
     [
         ("loss 2.75 at step 300\n", "loss 2.79 at step 300\n", True),
-        ("loss 2.75 at step 300\n", "loss 2.81 at step 300\n", False),  # beyond abs=0.05
-        ("loss 2.75 at step 300\n", "loss 2.75 at step 301\n", False),  # integers are exact
+        (
+            "loss 2.75 at step 300\n",
+            "loss 2.81 at step 300\n",
+            False,
+        ),  # beyond abs=0.05
+        (
+            "loss 2.75 at step 300\n",
+            "loss 2.75 at step 301\n",
+            False,
+        ),  # integers are exact
         ("loss 2.75 at step 300\n", "LOSS 2.75 at step 300\n", False),  # text is exact
         ("accuracy 95.2% (... s)\n", "accuracy 93.3% (12.5 s)\n", True),  # pct=2 points
         ("accuracy 95.2%\n", "accuracy 93.1%\n", False),
@@ -122,11 +153,18 @@ def test_output_comparison(shown, printed, ok):
     ],
 )
 def test_output_comparison_within_a_tolerance(shown, printed, ok):
-    assert pagecode.output_matches(shown, printed, tolerance=pagecode.Tolerance(abs=0.05, pct=2)) is ok
+    assert (
+        pagecode.output_matches(
+            shown, printed, tolerance=pagecode.Tolerance(abs=0.05, pct=2)
+        )
+        is ok
+    )
 
 
 def test_tolerance_marker_belongs_to_the_next_expected_output(tmp_path):
-    page = write_page(tmp_path, '''
+    page = write_page(
+        tmp_path,
+        """
         ```python
         print(1.0)
         ```
@@ -145,14 +183,18 @@ def test_tolerance_marker_belongs_to_the_next_expected_output(tmp_path):
         ```text
         2
         ```
-        ''')
+        """,
+    )
     first, second = pagecode.extract(page)
-    assert first.tolerance == pagecode.Tolerance(abs=0.1, int=2) and second.tolerance is None
+    assert (
+        first.tolerance == pagecode.Tolerance(abs=0.1, int=2)
+        and second.tolerance is None
+    )
     with pytest.raises(ValueError, match="bad output-tolerance"):
         pagecode.Tolerance.parse("0.05")
 
 
-HARNESS_PAGE = '''
+HARNESS_PAGE = """
 # A page
 
 ```python
@@ -174,42 +216,64 @@ import matplotlib.pyplot as plt
 fig, ax = plt.subplots(num="demo")
 ax.plot([1, 2, 3], [3, 1, x])
 ```
-'''
+"""
 
 
 @pytest.fixture()
 def harness_project(pytester):
-    """A project with this harness (conftest.py, pagecode, page_session) and one page."""
+    """A project with this harness (conftest.py, pagecode, page_session) and a page."""
     for name in ("conftest.py", "tests/pagecode.py", "tests/page_session.py"):
         (pytester.path / name).parent.mkdir(exist_ok=True)
-        (pytester.path / name).write_text((pagecode.ROOT / name).read_text(encoding="utf-8"), encoding="utf-8")
-    pytester.makefile(".toml", pyproject='[tool.pytest.ini_options]\npythonpath = [".", "tests"]\n')
+        (pytester.path / name).write_text(
+            (pagecode.ROOT / name).read_text(encoding="utf-8"), encoding="utf-8"
+        )
+    pytester.makefile(
+        ".toml", pyproject='[tool.pytest.ini_options]\npythonpath = [".", "tests"]\n'
+    )
     (pytester.path / "docs").mkdir()
     (pytester.path / "docs" / "page.md").write_text(HARNESS_PAGE, encoding="utf-8")
     return pytester
 
 
 def test_selecting_a_block_runs_the_blocks_before_it(harness_project, monkeypatch):
-    monkeypatch.setenv("PAGE_FIGURES_DIR", str(harness_project.path / "docs" / "figures"))
-    result = harness_project.runpytest_subprocess("docs/page.md::line 8")  # needs x from line 4
-    result.assert_outcomes(passed=1, skipped=1)  # the figure check skips while figures are redrawn
-    result = harness_project.runpytest_subprocess("docs", "--deselect", "docs/page.md::line 4")
+    monkeypatch.setenv(
+        "PAGE_FIGURES_DIR", str(harness_project.path / "docs" / "figures")
+    )
+    result = harness_project.runpytest_subprocess(
+        "docs/page.md::line 8"
+    )  # needs x from line 4
+    result.assert_outcomes(
+        passed=1, skipped=1
+    )  # the figure check skips while figures are redrawn
+    result = harness_project.runpytest_subprocess(
+        "docs", "--deselect", "docs/page.md::line 4"
+    )
     result.assert_outcomes(passed=2, deselected=1, skipped=1)
 
 
-def test_figures_are_drawn_elsewhere_and_compared_with_the_committed_ones(harness_project, monkeypatch):
+def test_figures_are_drawn_elsewhere_and_compared_with_the_committed_ones(
+    harness_project, monkeypatch
+):
     monkeypatch.delenv("PAGE_FIGURES_DIR", raising=False)
     result = harness_project.runpytest_subprocess("docs")
     result.assert_outcomes(passed=3, failed=1)
     result.stdout.fnmatch_lines(["*demo.png: drawn by a page but not in docs/figures*"])
-    assert not (harness_project.path / "docs" / "figures").exists()  # a test run never writes there
-    monkeypatch.setenv("PAGE_FIGURES_DIR", str(harness_project.path / "docs" / "figures"))
-    harness_project.runpytest_subprocess("docs").assert_outcomes(passed=3, skipped=1)  # ./dev figures
+    assert not (
+        harness_project.path / "docs" / "figures"
+    ).exists()  # a test run never writes there
+    monkeypatch.setenv(
+        "PAGE_FIGURES_DIR", str(harness_project.path / "docs" / "figures")
+    )
+    harness_project.runpytest_subprocess("docs").assert_outcomes(
+        passed=3, skipped=1
+    )  # ./dev figures
     assert (harness_project.path / "docs" / "figures" / "demo.png").is_file()
     monkeypatch.delenv("PAGE_FIGURES_DIR")
     harness_project.runpytest_subprocess("docs").assert_outcomes(passed=4)
     page = harness_project.path / "docs" / "page.md"
-    page.write_text(HARNESS_PAGE.replace("[3, 1, x]", "[1, 3, x]"), encoding="utf-8")  # the code changed
+    page.write_text(
+        HARNESS_PAGE.replace("[3, 1, x]", "[1, 3, x]"), encoding="utf-8"
+    )  # the code changed
     result = harness_project.runpytest_subprocess("docs")
     result.assert_outcomes(passed=3, failed=1)
     result.stdout.fnmatch_lines(["*demo.png: RMS difference*"])

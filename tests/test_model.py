@@ -12,7 +12,13 @@ CFG = GPTConfig(vocab_size=50, block_size=16, n_layer=2, n_head=4, n_embd=32)
 def formula_params(c: GPTConfig) -> int:
     """Parameters of a GPT by formula (bias=True, tied head)."""
     C, L = c.n_embd, c.n_layer
-    per_block = 2 * (2 * C) + (C * 3 * C + 3 * C) + (C * C + C) + (C * 4 * C + 4 * C) + (4 * C * C + C)
+    per_block = (
+        2 * (2 * C)
+        + (C * 3 * C + 3 * C)
+        + (C * C + C)
+        + (C * 4 * C + 4 * C)
+        + (4 * C * C + C)
+    )
     return c.vocab_size * C + c.block_size * C + L * per_block + 2 * C
 
 
@@ -57,7 +63,9 @@ def test_attention_equals_explicit_masked_softmax():
     q, k, v = attn.c_attn(x).split(C, dim=2)
     q, k, v = (t.view(B, T, H, D).transpose(1, 2) for t in (q, k, v))
     scores = q @ k.transpose(-2, -1) / math.sqrt(D)
-    scores = scores.masked_fill(torch.tril(torch.ones(T, T, dtype=torch.bool)).logical_not(), float("-inf"))
+    scores = scores.masked_fill(
+        torch.tril(torch.ones(T, T, dtype=torch.bool)).logical_not(), float("-inf")
+    )
     y = (F.softmax(scores, dim=-1) @ v).transpose(1, 2).reshape(B, T, C)
     expected = attn.c_proj(y)
     assert torch.allclose(attn(x), expected, atol=1e-12)

@@ -1,4 +1,5 @@
-"""The package's shape: every module is reachable as a module, not hidden by a function."""
+"""The package's shape: every module is reachable as a module, not hidden by a
+function."""
 
 import importlib
 import pkgutil
@@ -7,7 +8,9 @@ from pathlib import Path
 
 import gptlib
 
-MODULES = sorted(m.name for m in pkgutil.iter_modules(gptlib.__path__) if not m.name.startswith("_"))
+MODULES = sorted(
+    m.name for m in pkgutil.iter_modules(gptlib.__path__) if not m.name.startswith("_")
+)
 
 
 def test_no_public_name_shadows_a_module():
@@ -19,7 +22,9 @@ def test_import_gives_the_module():
     for name in MODULES:
         module = importlib.import_module(f"gptlib.{name}")
         assert isinstance(module, types.ModuleType)
-        assert isinstance(getattr(gptlib, name, module), types.ModuleType), f"gptlib.{name} is not the module"
+        assert isinstance(getattr(gptlib, name, module), types.ModuleType), (
+            f"gptlib.{name} is not the module"
+        )
 
 
 def test_the_library_never_reads_the_repository():
@@ -27,5 +32,14 @@ def test_the_library_never_reads_the_repository():
     installed anywhere works. tests/test_wheel.py checks that for real."""
     for path in sorted(Path(gptlib.__file__).parent.glob("*.py")):
         text = path.read_text(encoding="utf-8")
-        for repository_path in ("parent.parent", '"docs"', "terms.yml", "shared/", '"snippets"', "REPO_DIR"):
-            assert repository_path not in text, f"{path.name} refers to {repository_path}"
+        for repository_path in (
+            "parent.parent",
+            '"docs"',
+            "terms.yml",
+            "shared/",
+            '"snippets"',
+            "REPO_DIR",
+        ):
+            assert repository_path not in text, (
+                f"{path.name} refers to {repository_path}"
+            )

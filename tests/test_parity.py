@@ -10,7 +10,9 @@ ZH = pagecode.pages("zh")
 
 @pytest.mark.parametrize("page", EN + ZH, ids=lambda p: p.name)
 def test_every_page_has_its_twin(page):
-    assert pagecode.twin(page).exists(), f"{page.name} has no {pagecode.twin(page).name}"
+    assert pagecode.twin(page).exists(), (
+        f"{page.name} has no {pagecode.twin(page).name}"
+    )
 
 
 @pytest.mark.parametrize("en", EN, ids=lambda p: p.name)
@@ -32,5 +34,7 @@ def test_same_code_block_for_block(en):
         where = f"{en.name} line {x.line} vs {zh.name} line {y.line}"
         assert (x.lang, x.kind) == (y.lang, y.kind), where
         assert x.code == y.code, f"code differs: {where}"
-        assert x.expected_output == y.expected_output, f"expected output differs: {where}"
+        assert x.expected_output == y.expected_output, (
+            f"expected output differs: {where}"
+        )
         assert x.tolerance == y.tolerance, f"output tolerance differs: {where}"

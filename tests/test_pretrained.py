@@ -1,4 +1,4 @@
-"""gptlib.GPT with Hugging Face GPT-2 weights gives the same logits as GPT2LMHeadModel."""
+"""gptlib.GPT with Hugging Face GPT-2 weights gives the logits of GPT2LMHeadModel."""
 
 import pytest
 import torch
@@ -9,8 +9,19 @@ from gptlib.pretrained import config_from_hf, gpt_from_hf_state_dict  # noqa: E4
 
 
 def reference(**kw):
-    cfg = transformers.GPT2Config(vocab_size=100, n_positions=32, n_embd=48, n_layer=3, n_head=4, resid_pdrop=0.0,
-                                  embd_pdrop=0.0, attn_pdrop=0.0, bos_token_id=0, eos_token_id=0, **kw)
+    cfg = transformers.GPT2Config(
+        vocab_size=100,
+        n_positions=32,
+        n_embd=48,
+        n_layer=3,
+        n_head=4,
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
+        bos_token_id=0,
+        eos_token_id=0,
+        **kw,
+    )
     torch.manual_seed(0)
     return transformers.GPT2LMHeadModel(cfg).eval(), cfg
 
@@ -34,7 +45,13 @@ def test_missing_key_and_wrong_shape_are_named():
         gpt_from_hf_state_dict(sd, config_from_hf(cfg))
     wrong = config_from_hf(cfg)
     wrong.vocab_size = 101
-    with pytest.raises(ValueError, match=r"transformer\.wte\.weight -> tok_emb\.weight: \(100, 48\) vs \(101, 48\)"):
+    with pytest.raises(
+        ValueError,
+        match=(
+            r"transformer\.wte\.weight -> tok_emb\.weight: "
+            r"\(100, 48\) vs \(101, 48\)"
+        ),
+    ):
         gpt_from_hf_state_dict(hf.state_dict(), wrong)
 
 

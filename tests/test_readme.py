@@ -15,7 +15,13 @@ README = (pagecode.ROOT / "README.md").read_text(encoding="utf-8")
 
 def test_readme_python_example_runs(tmp_path):
     (code,) = re.findall(r"```python\n(.*?)```", README, re.S)
-    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.startswith("The ")
 

@@ -1,4 +1,5 @@
-"""`mkdocs build --strict` passes with no warnings, in both languages, with Chinese search."""
+"""`mkdocs build --strict` passes with no warnings, in both languages, with Chinese
+search."""
 
 import json
 import os
@@ -15,10 +16,18 @@ import pytest
 def site(tmp_path_factory):
     out = tmp_path_factory.mktemp("site")
     env = {**os.environ, "NO_MKDOCS_2_WARNING": "1"}
-    done = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(out)],
-                          cwd=pagecode.ROOT, capture_output=True, text=True, env=env, timeout=600)
+    done = subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(out)],
+        cwd=pagecode.ROOT,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr
-    warnings = [line for line in done.stderr.splitlines() if re.search(r"\bWARNING\b", line)]
+    warnings = [
+        line for line in done.stderr.splitlines() if re.search(r"\bWARNING\b", line)
+    ]
     assert not warnings, warnings
     return out
 
@@ -39,9 +48,17 @@ def test_included_code_is_on_the_page(site: Path):
 
 
 def test_search_index_segments_chinese(site: Path):
-    index = json.loads((site / "search" / "search_index.json").read_text(encoding="utf-8"))
+    index = json.loads(
+        (site / "search" / "search_index.json").read_text(encoding="utf-8")
+    )
     separator = index["config"]["separator"]
-    zh_text = " ".join(d["text"] for d in index["docs"] if d["location"].startswith("zh/"))
+    zh_text = " ".join(
+        d["text"] for d in index["docs"] if d["location"].startswith("zh/")
+    )
     assert "\u200b" in zh_text, "jieba did not segment the Chinese pages"
-    words = set(re.split(separator.replace("\\u200b", "\u200b").replace("\\u3000", "\u3000"), zh_text))
+    words = set(
+        re.split(
+            separator.replace("\\u200b", "\u200b").replace("\\u3000", "\u3000"), zh_text
+        )
+    )
     assert "分词器" in words or "词元" in words

@@ -18,17 +18,26 @@ def test_terms_table_is_well_formed():
 @pytest.mark.parametrize("page", pagecode.pages("zh"), ids=lambda p: p.name)
 def test_chinese_pages_use_the_chosen_terms(page):
     text = page.read_text(encoding="utf-8")
-    prose = re.sub(r"```.*?```", "", text, flags=re.S)  # code blocks are the same in both languages
+    prose = re.sub(
+        r"```.*?```", "", text, flags=re.S
+    )  # code blocks are the same in both languages
     prose = re.sub(r"`[^`\n]*`", "", prose)  # so is inline code
     wrong = []
-    # "中文术语 (English term)": the Chinese right before the English must be the chosen term
+    # "中文术语 (English term)": the Chinese right before the English must be the
+    # chosen term
     for m in re.finditer(r" ?[（(]([A-Za-z][A-Za-z -]+?)(?:[,，][^)）]*)?[)）]", prose):
         term = BY_EN.get(m.group(1).strip().lower())
-        before = prose[: m.start()].rstrip(" *`")  # **词表** (vocabulary) counts as 词表
+        before = prose[: m.start()].rstrip(
+            " *`"
+        )  # **词表** (vocabulary) counts as 词表
         if term and not before.endswith(term["zh"]):
-            wrong.append(f"…{before[-8:]} ({m.group(1)}) — the course says {term['zh']}")
+            wrong.append(
+                f"…{before[-8:]} ({m.group(1)}) — the course says {term['zh']}"
+            )
     for term in TERMS:
         for variant in term.get("avoid", []):
             if variant in prose:
-                wrong.append(f"{variant} — the course says {term['zh']} for {term['en']}")
+                wrong.append(
+                    f"{variant} — the course says {term['zh']} for {term['en']}"
+                )
     assert not wrong, f"{page.name}: " + "; ".join(wrong)

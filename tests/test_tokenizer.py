@@ -30,8 +30,15 @@ SAMPLES = [
 def random_text(rng: random.Random, n: int = 80) -> str:
     chars = []
     while len(chars) < n:
-        cp = rng.choice([rng.randrange(0x20, 0x7F), rng.randrange(0x4E00, 0x9FFF), rng.randrange(0x1F300, 0x1FAFF),
-                         rng.randrange(0xA0, 0x2FFF), rng.choice([0x20, 0x0A, 0x09])])
+        cp = rng.choice(
+            [
+                rng.randrange(0x20, 0x7F),
+                rng.randrange(0x4E00, 0x9FFF),
+                rng.randrange(0x1F300, 0x1FAFF),
+                rng.randrange(0xA0, 0x2FFF),
+                rng.choice([0x20, 0x0A, 0x09]),
+            ]
+        )
         chars.append(chr(cp))
     return "".join(chars)
 
@@ -121,12 +128,18 @@ def test_bpe_special_token_is_one_id_only_when_allowed(bpe):
     ids = bpe.encode("a<|endoftext|>b", allowed_special="all")
     assert eot in ids and len(ids) == 3 and bpe.decode(ids) == "a<|endoftext|>b"
     assert bpe.encode("a<|endoftext|>b", allowed_special={"<|endoftext|>"}) == ids
-    with pytest.raises(ValueError, match="special token"):  # the default: text cannot smuggle one in
+    with pytest.raises(
+        ValueError, match="special token"
+    ):  # the default: text cannot smuggle one in
         bpe.encode("a<|endoftext|>b")
     plain = bpe.encode("a<|endoftext|>b", allowed_special="none")
     assert eot not in plain and bpe.decode(plain) == "a<|endoftext|>b"
-    assert plain == bpe.encode("a<|endoftext|>b", allowed_special=set())  # a set without it: plain text
-    assert bpe.encode("no special text here") == bpe.encode("no special text here", allowed_special="all")
+    assert plain == bpe.encode(
+        "a<|endoftext|>b", allowed_special=set()
+    )  # a set without it: plain text
+    assert bpe.encode("no special text here") == bpe.encode(
+        "no special text here", allowed_special="all"
+    )
     with pytest.raises(ValueError, match="allowed_special must be"):
         bpe.encode("x", allowed_special="some")
 
@@ -158,8 +171,8 @@ class ReversedBytes:
 
 
 def test_a_third_tokenizer_plugs_in(tmp_path, monkeypatch):
-    """Anything with the Tokenizer protocol's members works with the library, and once in
-    TOKENIZERS it is stored in and loaded from checkpoints like the built-in ones."""
+    """Anything with the Tokenizer protocol's members works with the library, and once
+    in TOKENIZERS it is stored in and loaded from checkpoints like the built-in ones."""
     from gptlib import (
         GPT,
         GPTConfig,
@@ -171,11 +184,17 @@ def test_a_third_tokenizer_plugs_in(tmp_path, monkeypatch):
     from gptlib.tokenizer import TOKENIZERS, Tokenizer
 
     tok = ReversedBytes()
-    assert isinstance(tok, Tokenizer) and isinstance(CharTokenizer.train("ab"), Tokenizer)
+    assert isinstance(tok, Tokenizer) and isinstance(
+        CharTokenizer.train("ab"), Tokenizer
+    )
     assert not isinstance(object(), Tokenizer)
     assert encode_corpus("abc", tok).tolist() == [99, 98, 97]
     torch.manual_seed(0)
-    model = GPT(GPTConfig(vocab_size=tok.vocab_size, block_size=8, n_layer=1, n_head=1, n_embd=8))
+    model = GPT(
+        GPTConfig(
+            vocab_size=tok.vocab_size, block_size=8, n_layer=1, n_head=1, n_embd=8
+        )
+    )
     assert generate(model, tok, "hi", max_new_tokens=3, seed=0).startswith("hi")
     monkeypatch.setitem(TOKENIZERS, tok.kind, ReversedBytes)
     path = save_checkpoint(tmp_path / "c.safetensors", model, tokenizer=tok)
@@ -201,7 +220,13 @@ def test_bpe_stops_when_nothing_left_to_merge():
     assert tok.vocab_size < 1000 and tok.decode(tok.encode("ab ab")) == "ab ab"
 
 
-@pytest.mark.parametrize("make", [lambda: CharTokenizer.train("héllo 你好"), lambda: BPETokenizer.train("héllo 你好" * 10, 270)])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: CharTokenizer.train("héllo 你好"),
+        lambda: BPETokenizer.train("héllo 你好" * 10, 270),
+    ],
+)
 def test_save_load_round_trip(tmp_path, make):
     tok = make()
     path = tok.save(tmp_path / "tok.json")
@@ -219,11 +244,18 @@ def test_load_rejects_foreign_json(tmp_path):
     with pytest.raises(ValueError, match="not a tokenizer JSON"):
         load_tokenizer(tmp_path / "y.json")
     with pytest.raises(ValueError, match="does not exist yet"):
-        tokenizer_from_dict({"type": "bpe", "version": 1, "pattern": SPLIT_PATTERN, "merges": [[256, 1]]})
+        tokenizer_from_dict(
+            {
+                "type": "bpe",
+                "version": 1,
+                "pattern": SPLIT_PATTERN,
+                "merges": [[256, 1]],
+            }
+        )
 
 
 def test_matches_library_bpe_on_round_trip_and_size():
-    """Our byte-level BPE against Hugging Face `tokenizers`, trained on the same text."""
+    """Our byte-level BPE vs Hugging Face `tokenizers`, trained on the same text."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
     from gptlib.data import load_corpus
@@ -236,7 +268,11 @@ def test_matches_library_bpe_on_round_trip_and_size():
     lib.decoder = decoders.ByteLevel()
     lib.train_from_iterator(
         [train_text],
-        trainers.BpeTrainer(vocab_size=512, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False),
+        trainers.BpeTrainer(
+            vocab_size=512,
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+            show_progress=False,
+        ),
     )
     assert ours.decode(ours.encode(held_out)) == held_out
     assert lib.decode(lib.encode(held_out).ids) == held_out
@@ -253,6 +289,8 @@ def test_char_save_load_keeps_ids_when_unk_token_is_in_the_text(tmp_path):
 
 def test_bpe_does_not_learn_special_tokens_as_text():
     special = "<|endoftext|>"
-    tok = BPETokenizer.train(("hello world" + special) * 50, vocab_size=300, special_tokens=[special])
+    tok = BPETokenizer.train(
+        ("hello world" + special) * 50, vocab_size=300, special_tokens=[special]
+    )
     learned = {tok.token_str(256 + k) for k in range(len(tok.merges))}
     assert not any("|" in t or "endoftext" in t for t in learned)

@@ -10,12 +10,12 @@ from gptlib.checkpoint import CHECKPOINT_NAME, RunCheckpoint, load_checkpoint
 from gptlib.model import GPT, GPTConfig
 from gptlib.training import (
     METRICS_NAME,
+    TRAIN_PRESETS,
     NonFiniteLossError,
     TrainConfig,
     configure_optimizer,
     lr_at,
     read_metrics,
-    TRAIN_PRESETS,
     train,
     train_config,
 )
@@ -25,13 +25,25 @@ CFG = GPTConfig(vocab_size=16, block_size=16, n_layer=2, n_head=2, n_embd=32)
 
 def pattern_data(n: int = 4000) -> torch.Tensor:
     g = torch.Generator().manual_seed(0)
-    base = torch.randint(0, 16, (37,), generator=g)  # a repeating 37-token "text": learnable
+    base = torch.randint(
+        0, 16, (37,), generator=g
+    )  # a repeating 37-token "text": learnable
     return base.repeat(n // 37 + 1)[:n]
 
 
 def quick_config(**kw) -> TrainConfig:
-    settings = dict(max_steps=60, batch_size=8, learning_rate=3e-3, min_lr=3e-4, warmup_steps=5,
-                    eval_interval=20, eval_batches=4, log_interval=5, device="cpu", progress=False)
+    settings = dict(
+        max_steps=60,
+        batch_size=8,
+        learning_rate=3e-3,
+        min_lr=3e-4,
+        warmup_steps=5,
+        eval_interval=20,
+        eval_batches=4,
+        log_interval=5,
+        device="cpu",
+        progress=False,
+    )
     settings.update(kw)
     return TrainConfig(**settings)
 
@@ -51,8 +63,13 @@ def test_weight_decay_only_on_matrices():
     opt = configure_optimizer(model, TrainConfig(weight_decay=0.1))
     decay, no_decay = opt.param_groups
     assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
-    assert all(p.dim() == 2 for p in decay["params"]) and all(p.dim() == 1 for p in no_decay["params"])
-    assert sum(p.numel() for g in opt.param_groups for p in g["params"]) == model.num_params()
+    assert all(p.dim() == 2 for p in decay["params"]) and all(
+        p.dim() == 1 for p in no_decay["params"]
+    )
+    assert (
+        sum(p.numel() for g in opt.param_groups for p in g["params"])
+        == model.num_params()
+    )
 
 
 def test_train_config_rejects_bad_values():
@@ -69,15 +86,29 @@ def test_train_config_rejects_bad_values():
 def test_train_config_takes_the_preset_and_the_overrides():
     assert train_config("nano") == TrainConfig(**TRAIN_PRESETS["nano"])
     config = train_config("tiny", max_steps=7, learning_rate=1e-3, dtype="bfloat16")
-    assert (config.max_steps, config.batch_size, config.dtype) == (7, TRAIN_PRESETS["tiny"]["batch_size"], "bfloat16")
-    assert config.min_lr == pytest.approx(1e-4)  # a new learning rate brings min_lr along
+    assert (config.max_steps, config.batch_size, config.dtype) == (
+        7,
+        TRAIN_PRESETS["tiny"]["batch_size"],
+        "bfloat16",
+    )
+    assert config.min_lr == pytest.approx(
+        1e-4
+    )  # a new learning rate brings min_lr along
     assert train_config("tiny", learning_rate=1e-3, min_lr=0.0).min_lr == 0.0
 
 
 def run(model, data, config, out_dir, resume=False, **kwargs):
     """`gptlib train` in short: metrics and a checkpoint in out_dir."""
     checkpoint = RunCheckpoint(out_dir / CHECKPOINT_NAME, resume=resume)
-    return train(model, data[:3600], data[3600:], config, out_dir=out_dir, checkpoint=checkpoint, **kwargs)
+    return train(
+        model,
+        data[:3600],
+        data[3600:],
+        config,
+        out_dir=out_dir,
+        checkpoint=checkpoint,
+        **kwargs,
+    )
 
 
 def test_training_lowers_loss_and_logs_metrics(tmp_path):
@@ -91,7 +122,9 @@ def test_training_lowers_loss_and_logs_metrics(tmp_path):
     evals = [r for r in records if "val_loss" in r]
     steps = [r for r in records if "loss" in r]
     assert [r["step"] for r in evals] == [0, 20, 40, 60]
-    assert len(steps) == 12 and all(r["tokens_per_sec"] > 0 and "grad_norm" in r and "lr" in r for r in steps)
+    assert len(steps) == 12 and all(
+        r["tokens_per_sec"] > 0 and "grad_norm" in r and "lr" in r for r in steps
+    )
     assert (tmp_path / CHECKPOINT_NAME).exists() and not result.interrupted
 
 
@@ -114,27 +147,43 @@ def test_nan_loss_stops_with_clear_error_and_keeps_checkpoint(tmp_path):
     model = NaNAfter(CFG, after=30)
     with pytest.raises(NonFiniteLossError, match="loss is nan at step 30"):
         run(model, data, quick_config(), tmp_path)
-    saved = load_checkpoint(tmp_path / CHECKPOINT_NAME)  # written at step 20, before the NaN
-    assert saved.step == 20 and all(torch.isfinite(t).all() for t in saved.model_state.values())
+    saved = load_checkpoint(
+        tmp_path / CHECKPOINT_NAME
+    )  # written at step 20, before the NaN
+    assert saved.step == 20 and all(
+        torch.isfinite(t).all() for t in saved.model_state.values()
+    )
 
 
 def run_slices(tmp_path, name, slices, dropout=0.1):
     data = pattern_data()
     cfg = GPTConfig(**{**CFG.to_dict(), "dropout": dropout})
-    result = None
     for i, stop in enumerate(slices):
-        torch.manual_seed(1234 + i)  # a new process would start from other RNG states: resume must not care
+        # a new process would start from other RNG states: resume must not care
+        torch.manual_seed(1234 + i)
         model = GPT(cfg)
-        result = run(model, data, quick_config(), tmp_path / name, resume=i > 0, stop_at_step=stop)
+        run(
+            model,
+            data,
+            quick_config(),
+            tmp_path / name,
+            resume=i > 0,
+            stop_at_step=stop,
+        )
     return model, read_metrics(tmp_path / name / METRICS_NAME)
 
 
 def test_resume_is_bit_exact(tmp_path):
     straight, log_a = run_slices(tmp_path, "a", [None])
     resumed, log_b = run_slices(tmp_path, "b", [30, None])
-    for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
+    for (name, a), b in zip(
+        straight.state_dict().items(), resumed.state_dict().values()
+    ):
         assert torch.equal(a, b), name
-    strip = lambda log: [{k: v for k, v in r.items() if k != "tokens_per_sec"} for r in log]  # noqa: E731
+
+    def strip(log):
+        return [{k: v for k, v in r.items() if k != "tokens_per_sec"} for r in log]
+
     assert strip(log_a) == strip(log_b)
 
 
@@ -151,14 +200,25 @@ def test_ctrl_c_saves_and_resumes(tmp_path):
             os.kill(os.getpid(), signal.SIGINT)
 
     hook = model.register_forward_pre_hook(press_ctrl_c_in_the_20th_forward)
-    result = run(model, data, quick_config(max_steps=1_000_000, eval_interval=10**6), tmp_path)
+    result = run(
+        model, data, quick_config(max_steps=1_000_000, eval_interval=10**6), tmp_path
+    )
     hook.remove()
-    # 8 forwards evaluate at step 0 (4 batches x 2 splits); the 20th is step 12's, which still completes
+    # 8 forwards evaluate at step 0 (4 batches x 2 splits); the 20th is step 12's,
+    # which still completes
     assert result.interrupted and result.steps == 12
     assert load_checkpoint(tmp_path / CHECKPOINT_NAME).step == result.steps
-    more = run(GPT(CFG), data, quick_config(max_steps=result.steps + 5, eval_interval=10**6), tmp_path, resume=True)
+    more = run(
+        GPT(CFG),
+        data,
+        quick_config(max_steps=result.steps + 5, eval_interval=10**6),
+        tmp_path,
+        resume=True,
+    )
     assert more.steps == result.steps + 5 and not more.interrupted
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
+    assert (
+        signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    )  # handler restored
 
 
 def test_resume_without_checkpoint_or_with_other_config(tmp_path):
@@ -202,7 +262,9 @@ def test_bfloat16_autocast_trains_on_cpu():
     assert result.history[-1]["val_loss"] < 0.5 * result.history[0]["val_loss"]
     with pytest.raises(ValueError, match="float16 training needs CUDA"):
         if torch.cuda.is_available():
-            raise ValueError("float16 training needs CUDA (skipped: this machine has CUDA)")
+            raise ValueError(
+                "float16 training needs CUDA (skipped: this machine has CUDA)"
+            )
         train(GPT(CFG), data[:3600], data[3600:], quick_config(dtype="float16"))
     with pytest.raises(ValueError, match="dtype must be one of"):
         TrainConfig(dtype="fp8")
@@ -218,14 +280,20 @@ def test_compiled_training_saves_plain_state_dict(tmp_path):
 
 
 def test_evaluation_does_not_move_the_training_batches():
-    """Evaluation draws from a generator of its own: evaluating more often changes nothing
-    in training, and every evaluation of the same weights gives the same numbers."""
+    """Evaluation draws from a generator of its own: evaluating more often changes
+    nothing in training, and every evaluation of the same weights gives the same
+    numbers."""
     data = pattern_data()
     weights = []
     for eval_interval in (5, 30):
         torch.manual_seed(0)
         model = GPT(CFG)
-        result = train(model, data[:3600], data[3600:], quick_config(max_steps=30, eval_interval=eval_interval))
+        result = train(
+            model,
+            data[:3600],
+            data[3600:],
+            quick_config(max_steps=30, eval_interval=eval_interval),
+        )
         weights.append(model.state_dict())
         assert result.history[-1]["step"] == 30
     for name, tensor in weights[0].items():
@@ -254,7 +322,16 @@ def test_one_host_sync_per_optimizer_step(monkeypatch):
 
         return wrapper
 
-    for name in ("item", "tolist", "__bool__", "__float__", "__int__", "cpu", "numpy", "__format__"):
+    for name in (
+        "item",
+        "tolist",
+        "__bool__",
+        "__float__",
+        "__int__",
+        "cpu",
+        "numpy",
+        "__format__",
+    ):
         monkeypatch.setattr(torch.Tensor, name, counting(name))
     torch.manual_seed(0)
     model = GPT(CFG)
@@ -264,5 +341,9 @@ def test_one_host_sync_per_optimizer_step(monkeypatch):
     for accumulation in (1, 4):
         reads.clear()
         batches = [get_batch(data, 4, 16) for _ in range(accumulation)]
-        loss, norm = training.train_step(model, optimizer, batches, 1.0, contextlib.nullcontext(), scaler)
-        assert reads == ["tolist"] and isinstance(loss, float) and isinstance(norm, float)
+        loss, norm = training.train_step(
+            model, optimizer, batches, 1.0, contextlib.nullcontext(), scaler
+        )
+        assert (
+            reads == ["tolist"] and isinstance(loss, float) and isinstance(norm, float)
+        )

@@ -9,7 +9,13 @@ from gptlib.utils import get_device, inspect, seed_everything, time_block
 
 def test_get_device_picks_what_is_available(monkeypatch):
     monkeypatch.delenv("GPTLIB_DEVICE", raising=False)
-    expected = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
+    expected = (
+        "cuda"
+        if torch.cuda.is_available()
+        else "mps"
+        if torch.backends.mps.is_available()
+        else "cpu"
+    )
     assert get_device().type == expected
 
 
@@ -20,7 +26,9 @@ def test_get_device_override_by_argument_and_env(monkeypatch):
     assert get_device("cpu") == torch.device("cpu")
 
 
-@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on a machine without CUDA")
+@pytest.mark.skipif(
+    torch.cuda.is_available(), reason="checks the error on a machine without CUDA"
+)
 def test_get_device_refuses_absent_cuda():
     with pytest.raises(RuntimeError, match="CUDA is not available"):
         get_device("cuda")
@@ -43,7 +51,11 @@ def test_inspect_reports_shape_dtype_grad(capsys):
     y = (x * 2).sum()
     line = inspect(y, "y")
     assert capsys.readouterr().out.strip() == line
-    assert "shape=()" in line and "dtype=torch.float32" in line and "requires_grad=True" in line
+    assert (
+        "shape=()" in line
+        and "dtype=torch.float32" in line
+        and "requires_grad=True" in line
+    )
     assert "grad_fn=SumBackward0" in line
     assert "grad_fn=None" in inspect(x, "x")
 
