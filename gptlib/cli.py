@@ -12,6 +12,7 @@ import re
 import sys
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
@@ -38,25 +39,18 @@ from gptlib.finetuning import (
     LABELS,
     GPTClassifier,
     apply_lora,
+    continue_pretraining,
     count_parameters,
-    course_lines,
-    encodable,
-    encode_instruction,
     encode_labelled,
-    evaluate_classifier,
-    exact_match,
-    finetune,
     finetune_config,
     freeze_layers,
-    glossary_instructions,
+    instruction_tune,
     load_classifier_head,
     merge_lora,
-    pad_examples,
-    random_batches,
     respond,
     save_adapter,
     save_classifier_head,
-    split_examples,
+    train_classifier,
 )
 from gptlib.generation import stream
 from gptlib.model import GPT, PRESETS, GPTConfig, preset_config
@@ -71,7 +65,6 @@ from gptlib.training import (
     TRAIN_PRESETS,
     NonFiniteLossError,
     TrainConfig,
-    estimate_loss,
     train,
     train_config,
 )
@@ -554,118 +547,65 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     return 0
 
 
-def prepare_trainable(
-    args: argparse.Namespace, model: torch.nn.Module, gpt: GPT
-) -> None:
-    """Freeze blocks or add LoRA to `gpt` as the flags ask, and say how much is left
-    to train."""
-    if args.lora_rank is not None:
-        apply_lora(gpt, args.lora_rank, args.lora_alpha)
-    elif args.trainable_blocks is not None:
-        freeze_layers(gpt, args.trainable_blocks)
-    trainable, total = count_parameters(model)
-    print(f"training {trainable:,} of {total:,} parameters ({trainable / total:.1%})")
+def trainable_as_asked(args: argparse.Namespace) -> Callable[[torch.nn.Module], None]:
+    """Freeze blocks or add LoRA as the flags ask, and say how much is left to train."""
+
+    def make_trainable(module: torch.nn.Module) -> None:
+        gpt = getattr(module, "gpt", module)  # a classifier's GPT, or the GPT itself
+        if args.lora_rank is not None:
+            apply_lora(gpt, args.lora_rank, args.lora_alpha)
+        elif args.trainable_blocks is not None:
+            freeze_layers(gpt, args.trainable_blocks)
+        trainable, total = count_parameters(module)
+        share = trainable / total
+        print(f"training {trainable:,} of {total:,} parameters ({share:.1%})")
+
+    return make_trainable
 
 
 def finetune_continue(
     args: argparse.Namespace, model: GPT, tokenizer: Tokenizer, config: TrainConfig
 ) -> tuple[dict, None]:
-    ids = encode_corpus(load_corpus(args.corpus), tokenizer)
-    train_data, val_data = train_val_split(ids, 0.1)
-    named = {args.corpus: val_data}
-    if args.old_corpus:
-        old_ids = encode_corpus(load_corpus(args.old_corpus), tokenizer)
-        named[args.old_corpus] = train_val_split(old_ids, 0.1)[1]
-    before = estimate_loss(model, named, config.batch_size, config.eval_batches)
-    prepare_trainable(args, model, model)
-    result = train(model, train_data, val_data, config)
-    if result.interrupted:
-        raise KeyboardInterrupt
-    device = next(model.parameters()).device
-    after = estimate_loss(model, named, config.batch_size, config.eval_batches, device)
-    for name in named:
-        print(f"val loss on {name}: {before[name]:.3f} -> {after[name]:.3f}")
+    losses = continue_pretraining(
+        model, tokenizer, config, args.corpus, args.old_corpus, trainable_as_asked(args)
+    )
+    for name, (before, after) in losses.items():
+        print(f"val loss on {name}: {before:.3f} -> {after:.3f}")
+    before = {name: loss for name, (loss, _) in losses.items()}
+    after = {name: loss for name, (_, loss) in losses.items()}
     return {"val_loss_before": before, "val_loss_after": after}, None
 
 
 def finetune_classify(
     args: argparse.Namespace, model: GPT, tokenizer: Tokenizer, config: TrainConfig
 ) -> tuple[dict, GPTClassifier]:
-    examples = encodable(course_lines(max_chars=model.config.block_size), tokenizer)
-    train_set, _, test_set = split_examples(examples, seed=config.seed)
-    block = model.config.block_size
-    x_test, y_test = encode_labelled(test_set, tokenizer, block)
-    y_train = torch.tensor([label for _, label in train_set])
-    classifier = GPTClassifier(model, len(LABELS))
-    before = evaluate_classifier(classifier, x_test, y_test, y_train)
-    prepare_trainable(args, classifier, model)
-    classifier.head.requires_grad_(True)
-    batches = random_batches(
-        train_set,
-        config.batch_size,
-        lambda b: encode_labelled(b, tokenizer, block),
-        config.seed,
-    )
-    finetune(classifier, batches, config)
-    after = evaluate_classifier(classifier, x_test, y_test, y_train)
-    print(
-        f"{len(examples):,} labelled lines {LABELS}: "
-        f"{len(train_set):,} train, {len(test_set):,} test"
-    )
+    run = train_classifier(model, tokenizer, config, trainable_as_asked(args))
+    before, after = run.before, run.after
+    print(f"{run.n_examples:,} labelled lines {LABELS}: ", end="")
+    print(f"{run.n_train:,} train, {run.n_test:,} test")
     print(
         f"test accuracy: {before.accuracy:.1%} -> {after.accuracy:.1%} "
         f"(always guessing the most common class: {after.majority_baseline:.1%})"
     )
     print("confusion (rows: true, columns: predicted):", after.confusion.tolist())
-    scores = {
-        "labels": list(LABELS),
-        "accuracy_before": before.accuracy,
-        "accuracy_after": after.accuracy,
-    }
-    return scores, classifier
+    scores = {"accuracy_before": before.accuracy, "accuracy_after": after.accuracy}
+    return {"labels": list(LABELS), **scores}, run.classifier
 
 
 def finetune_instruct(
     args: argparse.Namespace, model: GPT, tokenizer: Tokenizer, config: TrainConfig
 ) -> tuple[dict, None]:
-    pairs = glossary_instructions()
-    usable = encodable(pairs, tokenizer)
-    if not usable:
-        raise ValueError(
-            "the checkpoint's tokenizer cannot encode any glossary question: "
-            "pretrain on a corpus with both languages (--corpus course)"
-        )
-    if len(usable) < len(pairs):
-        print(
-            f"skipping {len(pairs) - len(usable)} of {len(pairs)} questions: "
-            "the tokenizer cannot encode them"
-        )
-    train_set, _, test_set = split_examples(usable, (0.85, 0.0), seed=config.seed)
-    encoded = [
-        encode_instruction(tokenizer, q, a, model.config.block_size)
-        for q, a in train_set
-    ]
-    before = (
-        exact_match(model, tokenizer, train_set),
-        exact_match(model, tokenizer, test_set),
-    )
-    prepare_trainable(args, model, model)
-    finetune(
-        model,
-        random_batches(encoded, config.batch_size, pad_examples, config.seed),
-        config,
-    )
-    after = (
-        exact_match(model, tokenizer, train_set),
-        exact_match(model, tokenizer, test_set),
-    )
+    run = instruction_tune(model, tokenizer, config, trainable_as_asked(args))
+    if run.skipped:
+        print(f"skipping {run.skipped} questions: the tokenizer cannot encode them")
+    (trained, held_out), (trained_after, held_out_after) = run.before, run.after
     print(
-        f"exact answers, trained questions: {before[0]:.0%} -> {after[0]:.0%}; "
-        f"held-out questions: {before[1]:.0%} -> {after[1]:.0%}"
+        f"exact answers, trained questions: {trained:.0%} -> {trained_after:.0%}; "
+        f"held-out questions: {held_out:.0%} -> {held_out_after:.0%}"
     )
-    for q, a in train_set[:2] + test_set[:2]:
+    for q, a in run.train_set[:2] + run.test_set[:2]:
         print(f"  {q} -> {respond(model, tokenizer, q)!r} (expected {a!r})")
-    return {"exact_before": before, "exact_after": after}, None
+    return {"exact_before": run.before, "exact_after": run.after}, None
 
 
 def cmd_classify(args: argparse.Namespace) -> int:

@@ -26,7 +26,7 @@ from safetensors.torch import save as safetensors_bytes
 from tqdm.auto import tqdm
 
 from gptlib.checkpoint import CheckpointError, atomic_write_bytes
-from gptlib.data import course_snapshot
+from gptlib.data import course_snapshot, encode_corpus, load_corpus, train_val_split
 from gptlib.generation import generate
 from gptlib.model import GPT
 from gptlib.tokenizer import Tokenizer, UnknownCharacterError
@@ -34,7 +34,9 @@ from gptlib.training import (
     TrainConfig,
     autocast_for,
     configure_optimizer,
+    estimate_loss,
     lr_at,
+    train,
     train_step,
 )
 from gptlib.utils import get_device
@@ -601,3 +603,120 @@ def load_classifier_head(path: str | Path, gpt: GPT) -> tuple[GPTClassifier, lis
 
 
 # --8<-- [end:classifier_head]
+
+
+# The three tasks of `gptlib finetune`, built from the pieces above. Each measures
+# before and after, so that the command line can say what changed; `make_trainable`
+# runs in between, to freeze layers or add LoRA adapters (without it, all of it trains).
+MakeTrainable = Callable[[nn.Module], None]
+
+
+def continue_pretraining(
+    model: GPT,
+    tokenizer: Tokenizer,
+    config: TrainConfig,
+    corpus: str,
+    old_corpus: str | None = None,
+    make_trainable: MakeTrainable | None = None,
+) -> dict[str, tuple[float, float]]:
+    """Train on `corpus`: the validation loss before and after, on it and old_corpus."""
+    splits = {
+        name: train_val_split(encode_corpus(load_corpus(name), tokenizer), 0.1)
+        for name in dict.fromkeys(filter(None, (corpus, old_corpus)))
+    }
+    val = {name: val_data for name, (_, val_data) in splits.items()}
+    before = estimate_loss(model, val, config.batch_size, config.eval_batches)
+    if make_trainable is not None:
+        make_trainable(model)
+    if train(model, *splits[corpus], config).interrupted:
+        raise KeyboardInterrupt
+    device = next(model.parameters()).device
+    after = estimate_loss(model, val, config.batch_size, config.eval_batches, device)
+    return {name: (before[name], after[name]) for name in val}
+
+
+@dataclass
+class ClassifierRun:
+    classifier: GPTClassifier
+    n_examples: int  # labelled lines in all (train, validation and test)
+    n_train: int
+    n_test: int
+    before: ClassificationReport
+    after: ClassificationReport
+
+
+def train_classifier(
+    model: GPT,
+    tokenizer: Tokenizer,
+    config: TrainConfig,
+    make_trainable: MakeTrainable | None = None,
+) -> ClassifierRun:
+    """A head on `model` for LABELS, trained on the course's lines, tested on others."""
+    block = model.config.block_size
+    examples = encodable(course_lines(max_chars=block), tokenizer)
+    train_set, _, test_set = split_examples(examples, seed=config.seed)
+    x_test, y_test = encode_labelled(test_set, tokenizer, block)
+    y_train = torch.tensor([label for _, label in train_set])
+    classifier = GPTClassifier(model, len(LABELS))
+    before = evaluate_classifier(classifier, x_test, y_test, y_train)
+    if make_trainable is not None:
+        make_trainable(classifier)
+    classifier.head.requires_grad_(True)  # the new head always trains
+
+    def collate(batch: list) -> tuple[torch.Tensor, torch.Tensor]:
+        return encode_labelled(batch, tokenizer, block)
+
+    finetune(
+        classifier,
+        random_batches(train_set, config.batch_size, collate, config.seed),
+        config,
+    )
+    after = evaluate_classifier(classifier, x_test, y_test, y_train)
+    return ClassifierRun(
+        classifier, len(examples), len(train_set), len(test_set), before, after
+    )
+
+
+@dataclass
+class InstructionRun:
+    skipped: int  # glossary questions the tokenizer cannot encode
+    train_set: list[tuple[str, str]]
+    test_set: list[tuple[str, str]]
+    before: tuple[float, float]  # exact answers: (trained questions, held-out ones)
+    after: tuple[float, float]
+
+
+def instruction_tune(
+    model: GPT,
+    tokenizer: Tokenizer,
+    config: TrainConfig,
+    make_trainable: MakeTrainable | None = None,
+) -> InstructionRun:
+    """Teach `model` the course glossary as questions and answers (85% of them)."""
+    pairs = glossary_instructions()
+    usable = encodable(pairs, tokenizer)
+    if not usable:
+        raise ValueError(
+            "the tokenizer cannot encode any glossary question: "
+            "pretrain on a corpus with both languages (--corpus course)"
+        )
+    train_set, _, test_set = split_examples(usable, (0.85, 0.0), seed=config.seed)
+    block = model.config.block_size
+    encoded = [encode_instruction(tokenizer, q, a, block) for q, a in train_set]
+
+    def exact() -> tuple[float, float]:
+        return exact_match(model, tokenizer, train_set), exact_match(
+            model, tokenizer, test_set
+        )
+
+    before = exact()
+    if make_trainable is not None:
+        make_trainable(model)
+    finetune(
+        model,
+        random_batches(encoded, config.batch_size, pad_examples, config.seed),
+        config,
+    )
+    return InstructionRun(
+        len(pairs) - len(usable), train_set, test_set, before, exact()
+    )

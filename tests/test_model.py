@@ -112,3 +112,11 @@ def test_presets_build():
     for name in PRESETS:
         with torch.device("meta"):
             GPT(preset_config(name, **({} if name == "gpt2" else {"vocab_size": 65})))
+
+
+def test_num_params_without_the_position_embeddings():
+    model = GPT(CFG)
+    positions = CFG.block_size * CFG.n_embd
+    assert model.num_params(non_embedding=True) == model.num_params() - positions
+    # the token embedding is also the output layer (tied): it stays in the count
+    assert model.num_params(non_embedding=True) > model.tok_emb.weight.numel()
