@@ -8,6 +8,11 @@ from gptlib.checkpoint import load_checkpoint
 from gptlib.cli import main
 
 
+def cli(*parts: str) -> int:
+    """`gptlib PARTS...` in this process: the exit code."""
+    return main(" ".join(parts).split())
+
+
 def run_cli(*args, cwd):
     return subprocess.run(
         [sys.executable, "-m", "gptlib", *args],
@@ -57,40 +62,13 @@ def test_bad_values_give_one_line_errors(tmp_path, capsys, monkeypatch):
 
 
 def test_train_then_sample_end_to_end(tmp_path):
-    done = run_cli(
-        "train",
-        "--preset",
-        "nano",
-        "--steps",
-        "40",
-        "--eval-interval",
-        "20",
-        "--no-progress",
-        cwd=tmp_path,
-    )
+    train = "train --preset nano --steps 40 --eval-interval 20 --no-progress"
+    done = run_cli(*train.split(), cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert "model nano" in done.stdout and "val loss" in done.stdout
     assert (tmp_path / "runs" / "nano" / "checkpoint.safetensors").exists()
-    a = run_cli(
-        "sample",
-        "--seed",
-        "3",
-        "--max-new-tokens",
-        "50",
-        "--prompt",
-        "The ",
-        cwd=tmp_path,
-    )
-    b = run_cli(
-        "sample",
-        "--seed",
-        "3",
-        "--max-new-tokens",
-        "50",
-        "--prompt",
-        "The ",
-        cwd=tmp_path,
-    )
+    sample = ["sample", "--seed", "3", "--max-new-tokens", "50", "--prompt", "The "]
+    a, b = (run_cli(*sample, cwd=tmp_path) for _ in range(2))  # the same seed twice
     assert a.returncode == 0, a.stderr
     assert a.stdout == b.stdout and a.stdout.startswith("The ") and len(a.stdout) > 40
     assert "sampling from runs/nano/checkpoint.safetensors" in a.stderr
@@ -99,37 +77,11 @@ def test_train_then_sample_end_to_end(tmp_path):
 def test_prepare_then_train_from_token_files(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert (
-        main(
-            [
-                "prepare",
-                "--corpus",
-                "course-en",
-                "--tokenizer",
-                "bpe",
-                "--vocab-size",
-                "300",
-                "--out",
-                "toks",
-            ]
-        )
+        cli("prepare --corpus course-en --tokenizer bpe --vocab-size 300", "--out toks")
         == 0
     )
     assert "train and" in capsys.readouterr().out
-    assert (
-        main(
-            [
-                "train",
-                "--preset",
-                "nano",
-                "--data",
-                "toks",
-                "--steps",
-                "5",
-                "--no-progress",
-            ]
-        )
-        == 0
-    )
+    assert cli("train --preset nano --data toks --steps 5 --no-progress") == 0
     out = capsys.readouterr().out
     assert "token files toks" in out and "bpe tokenizer, vocab 300" in out
 
@@ -138,18 +90,10 @@ def test_resume_in_a_new_process_is_bit_exact(tmp_path):
     """Train N steps in one process; versus N/2, stop, a new process resumes for N/2."""
     from gptlib.checkpoint import load_checkpoint
 
-    common = [
-        "train",
-        "--preset",
-        "nano",
-        "--corpus",
-        "course-en",
-        "--steps",
-        "60",
-        "--eval-interval",
-        "20",
-        "--no-progress",
-    ]
+    common = (
+        "train --preset nano --corpus course-en --steps 60 "
+        "--eval-interval 20 --no-progress"
+    ).split()
     straight = run_cli(*common, "--out", "a", cwd=tmp_path)
     first = run_cli(*common, "--out", "b", "--stop-at", "30", cwd=tmp_path)
     second = run_cli(*common, "--out", "b", "--resume", cwd=tmp_path)

@@ -46,6 +46,12 @@ from gptlib.model import GPT, GPTConfig
 from gptlib.tokenizer import CharTokenizer
 from gptlib.training import TrainConfig
 
+
+def cli(*parts: str) -> int:
+    """`gptlib PARTS...` in this process: the exit code."""
+    return main(" ".join(parts).split())
+
+
 CFG = GPTConfig(vocab_size=40, block_size=32, n_layer=2, n_head=2, n_embd=32)
 
 
@@ -405,21 +411,9 @@ def source_checkpoint(trained_checkpoint, tmp_path, monkeypatch):
 def test_cli_finetune_each_task(source_checkpoint, capsys):
     original = source_checkpoint.read_bytes()
     assert (
-        main(
-            [
-                "finetune",
-                "--from",
-                "runs/nano",
-                "--task",
-                "continue",
-                "--steps",
-                "40",
-                "--lr",
-                "3e-3",
-                "--old-corpus",
-                "course-zh",
-                "--no-progress",
-            ]
+        cli(
+            "finetune --from runs/nano --task continue --steps 40 --lr",
+            "3e-3 --old-corpus course-zh --no-progress",
         )
         == 0
     )
@@ -433,19 +427,9 @@ def test_cli_finetune_each_task(source_checkpoint, capsys):
     )
 
     assert (
-        main(
-            [
-                "finetune",
-                "--from",
-                "runs/nano",
-                "--task",
-                "classify",
-                "--steps",
-                "30",
-                "--lora-rank",
-                "2",
-                "--no-progress",
-            ]
+        cli(
+            "finetune --from runs/nano --task classify --steps 30",
+            "--lora-rank 2 --no-progress",
         )
         == 0
     )
@@ -506,21 +490,9 @@ def test_cli_finetune_each_task(source_checkpoint, capsys):
 
 def test_cli_finetune_lora_model_loads_as_a_plain_gpt(source_checkpoint, capsys):
     assert (
-        main(
-            [
-                "finetune",
-                "--from",
-                "runs/nano",
-                "--task",
-                "continue",
-                "--steps",
-                "5",
-                "--lora-rank",
-                "4",
-                "--out",
-                "lora",
-                "--no-progress",
-            ]
+        cli(
+            "finetune --from runs/nano --task continue --steps 5",
+            "--lora-rank 4 --out lora --no-progress",
         )
         == 0
     )
@@ -587,38 +559,16 @@ def test_finetune_config_per_task():
 
 def test_cli_finetune_errors(source_checkpoint, capsys):
     assert (
-        main(
-            [
-                "finetune",
-                "--from",
-                "runs/nano",
-                "--task",
-                "continue",
-                "--lora-rank",
-                "2",
-                "--trainable-blocks",
-                "1",
-            ]
+        cli(
+            "finetune --from runs/nano --task continue --lora-rank 2",
+            "--trainable-blocks 1",
         )
         == 2
     )
     assert "not both" in capsys.readouterr().err
     assert main(["finetune", "--from", "missing", "--task", "classify"]) == 2
     assert "no checkpoint at missing" in capsys.readouterr().err
-    assert (
-        main(
-            [
-                "finetune",
-                "--from",
-                "runs/nano",
-                "--task",
-                "continue",
-                "--lora-rank",
-                "0",
-            ]
-        )
-        == 2
-    )
+    assert cli("finetune --from runs/nano --task continue --lora-rank 0") == 2
     assert "rank must be >= 1" in capsys.readouterr().err
     assert (
         main(["finetune", "--from", "runs/nano", "--task", "instruct", "--steps", "0"])
@@ -629,17 +579,7 @@ def test_cli_finetune_errors(source_checkpoint, capsys):
         "only ascii? no: ☃ snowmen", encoding="utf-8"
     )
     assert (
-        main(
-            [
-                "finetune",
-                "--from",
-                "runs/nano",
-                "--task",
-                "continue",
-                "--corpus",
-                "runs/nano/other.txt",
-            ]
-        )
+        cli("finetune --from runs/nano --task continue --corpus", "runs/nano/other.txt")
         == 2
     )
     assert "not in the vocabulary" in capsys.readouterr().err
