@@ -154,17 +154,29 @@ class PageSession:
             if block.kind == "shell"
             else self.run_python(block.code, filename)
         )
-        if not reply["ok"]:
+        printed = reply["stdout"]
+        if block.kind == "python" and pagecode.shows_error(block.expected_output):
+            # A block whose point is an error: it must raise, and the error (the last
+            # line of the traceback) must be the one the page shows.
+            if reply["ok"]:
+                return (
+                    "the page shows an error (a traceback), but the block raised "
+                    f"nothing.\n--- code printed:\n{printed}"
+                )
+            if reply.get("exception") is None:  # timed out, or the session died
+                return reply["error"]
+            printed += f"{pagecode.TRACEBACK}\n{reply['error']}"
+        elif not reply["ok"]:
             return reply["error"]
-        if block.expected_output is None and reply["stdout"].strip():
+        if block.expected_output is None and printed.strip():
             return (
                 "the block printed output, but the page does not show it: "
                 "add an expected-output block under it (see CONTRIBUTING.md).\n"
-                f"--- code printed:\n{reply['stdout']}"
+                f"--- code printed:\n{printed}"
             )
         if block.expected_output is not None and not pagecode.output_matches(
             block.expected_output,
-            reply["stdout"],
+            printed,
             block.ignore_whitespace,
             block.tolerance,
         ):
@@ -172,7 +184,7 @@ class PageSession:
                 "printed output differs from the page"
                 f"{pagecode.describe_tolerance(block.tolerance)}.\n"
                 f"--- page shows:\n{block.expected_output}"
-                f"--- code printed:\n{reply['stdout']}"
+                f"--- code printed:\n{printed}"
             )
         return None
 

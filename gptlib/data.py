@@ -133,6 +133,7 @@ def train_val_split(
     return train, torch.cat([c for c, v in zip(chunks, is_val) if v])
 
 
+# --8<-- [start:get_batch]
 def get_batch(
     data: torch.Tensor | np.ndarray,
     batch_size: int,
@@ -167,6 +168,7 @@ def get_batch(
     return x.to(device), y.to(device)
 
 
+# --8<-- [end:get_batch]
 # --8<-- [end:batches]
 
 

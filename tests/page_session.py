@@ -3,7 +3,7 @@ order, into a new interpreter. The page tests start this script in a subprocess 
 it blocks; it runs each in the same namespace and answers with the output or the error.
 
 Protocol: one JSON object per line on stdin ({"code", "filename"}), one per line on the
-file descriptor given as argv[1] ({"ok", "stdout", "error"}).
+file descriptor given as argv[1] ({"ok", "stdout", "error", "exception"}).
 """
 
 import contextlib
@@ -56,7 +56,7 @@ def main() -> None:
         # Let tracebacks show the block's own lines.
         linecache.cache[filename] = (len(code), None, code.splitlines(True), filename)
         out = io.StringIO()
-        error = None
+        error = exception = None
         try:
             compiled = compile(code, filename, "exec")
             with contextlib.redirect_stdout(out):
@@ -65,12 +65,18 @@ def main() -> None:
             frames = traceback.extract_tb(e.__traceback__)
             # Drop this driver's own frame; keep the block's frames and their callees.
             frames = [f for f in frames if f.filename != __file__]
-            error = "".join(traceback.format_list(frames)) + "".join(
-                traceback.format_exception_only(e)
-            )
+            exception = "".join(traceback.format_exception_only(e))
+            error = "".join(traceback.format_list(frames)) + exception
         save_figures()
         proto.write(
-            json.dumps({"ok": error is None, "stdout": out.getvalue(), "error": error})
+            json.dumps(
+                {
+                    "ok": error is None,
+                    "stdout": out.getvalue(),
+                    "error": error,
+                    "exception": exception,  # its last line(s), as a REPL ends them
+                }
+            )
             + "\n"
         )
         proto.flush()

@@ -151,6 +151,18 @@ def describe_tolerance(tolerance: Tolerance | None) -> str:
     return f" (beyond the tolerance: {', '.join(parts)})"
 
 
+TRACEBACK = "Traceback (most recent call last):"
+
+
+def shows_error(expected_output: str | None) -> bool:
+    """Whether a page's output block shows a Python error: a line `Traceback (most
+    recent call last):`, then (usually elided as `...`) the frames, then the error. The
+    block must then raise that error, as it does for a reader at the Python prompt."""
+    return expected_output is not None and any(
+        line.strip() == TRACEBACK for line in expected_output.splitlines()
+    )
+
+
 @dataclass
 class Block:
     page: Path

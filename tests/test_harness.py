@@ -93,7 +93,7 @@ def test_one_session_per_page_like_a_reader(tmp_path):
     try:
         assert session.run_python("x = 41", "p.md, block at line 1")["ok"]
         reply = session.run_python("print(x + 1)", "p.md, block at line 5")
-        assert reply == {"ok": True, "stdout": "42\n", "error": None}
+        assert reply == {"ok": True, "stdout": "42\n", "error": None, "exception": None}
         reply = session.run_python("\n\nundefined_name", "p.md, block at line 9")
         assert (
             not reply["ok"]
@@ -277,3 +277,72 @@ def test_figures_are_drawn_elsewhere_and_compared_with_the_committed_ones(
     result = harness_project.runpytest_subprocess("docs")
     result.assert_outcomes(passed=3, failed=1)
     result.stdout.fnmatch_lines(["*demo.png: RMS difference*"])
+
+
+ERROR_PAGE = """
+```python
+x = [1, 2]
+print("before")
+x[5]
+```
+
+<!--pytest-codeblocks:expected-output-->
+```text
+before
+Traceback (most recent call last):
+  ...
+IndexError: list index out of range
+```
+
+```python
+print(len(x))
+```
+
+<!--pytest-codeblocks:expected-output-->
+```text
+2
+```
+
+```python
+x[0]
+```
+
+<!--pytest-codeblocks:expected-output-->
+```text
+Traceback (most recent call last):
+  ...
+IndexError: list index out of range
+```
+"""
+
+WRONG_ERROR_PAGE = """
+```python
+[][5]
+```
+
+<!--pytest-codeblocks:expected-output-->
+```text
+Traceback (most recent call last):
+  ...
+KeyError: 5
+```
+"""
+
+
+def test_a_block_that_shows_an_error_must_raise_it(harness_project):
+    """A shown traceback is checked like output: the block must raise that error (the
+    session goes on, as the reader's does); a different error, or none, fails."""
+    docs = harness_project.path / "docs"
+    (docs / "page.md").write_text(ERROR_PAGE, encoding="utf-8")
+    (docs / "wrong.md").write_text(WRONG_ERROR_PAGE, encoding="utf-8")
+    result = harness_project.runpytest_subprocess("docs", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=3, failed=2)  # 2 blocks and the figures item pass
+    result.stdout.fnmatch_lines(
+        [
+            "*page.md, line 25 (python)*",
+            "*the page shows an error (a traceback), but the block raised nothing*",
+            "*wrong.md, line 2 (python)*",
+            "*KeyError: 5*",
+            "*IndexError: list index out of range*",
+        ]
+    )
