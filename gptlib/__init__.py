@@ -4,12 +4,21 @@ from gptlib.checkpoint import (
     Checkpoint,
     CheckpointError,
     RunCheckpoint,
+    TrainConfigChangedError,
     find_checkpoint,
     load_checkpoint,
     load_model,
     save_checkpoint,
 )
-from gptlib.data import encode_corpus, get_batch, load_corpus, train_val_split
+from gptlib.data import (
+    TokenFileError,
+    encode_corpus,
+    get_batch,
+    load_corpus,
+    load_token_files,
+    prepare_token_files,
+    train_val_split,
+)
 from gptlib.finetuning import (
     GPTClassifier,
     LoRALinear,
@@ -36,6 +45,7 @@ from gptlib.tokenizer import (
     BPETokenizer,
     CharTokenizer,
     UnknownCharacterError,
+    UnknownPatternError,
     load_tokenizer,
     tokenizer_from_dict,
 )
@@ -49,7 +59,7 @@ from gptlib.training import (
     train,
     train_config,
 )
-from gptlib.utils import get_device, inspect, seed_everything, time_block
+from gptlib.utils import DeviceError, get_device, inspect, seed_everything, time_block
 
 __version__ = "0.1.0"
 
@@ -60,6 +70,7 @@ __all__ = [
     "CharTokenizer",
     "Checkpoint",
     "CheckpointError",
+    "DeviceError",
     "RunCheckpoint",
     "find_checkpoint",
     "GPT",
@@ -72,8 +83,11 @@ __all__ = [
     "PRESETS",
     "TRAIN_PRESETS",
     "TrainConfig",
+    "TokenFileError",
+    "TrainConfigChangedError",
     "TrainResult",
     "UnknownCharacterError",
+    "UnknownPatternError",
     "apply_lora",
     "count_parameters",
     "encode_corpus",
@@ -89,10 +103,12 @@ __all__ = [
     "load_checkpoint",
     "load_corpus",
     "load_model",
+    "load_token_files",
     "load_tokenizer",
     "lr_at",
     "merge_lora",
     "preset_config",
+    "prepare_token_files",
     "sample_next",
     "save_adapter",
     "save_checkpoint",

@@ -8,7 +8,9 @@ and its comment in the dataclass as the help; a flag left out takes the preset's
 
 import argparse
 import inspect
+import math
 import re
+import shlex
 import sys
 import types
 import typing
@@ -27,8 +29,11 @@ from gptlib.checkpoint import (
     load_checkpoint,
     load_model,
     save_checkpoint,
+    train_config_changes,
 )
 from gptlib.data import (
+    CORPORA,
+    TokenFileError,
     encode_corpus,
     load_corpus,
     load_token_files,
@@ -37,6 +42,7 @@ from gptlib.data import (
 )
 from gptlib.finetuning import (
     LABELS,
+    PROMPT_TEMPLATE,
     GPTClassifier,
     apply_lora,
     continue_pretraining,
@@ -57,20 +63,22 @@ from gptlib.model import GPT, PRESETS, GPTConfig, preset_config
 from gptlib.tokenizer import (
     TOKENIZERS,
     Tokenizer,
-    UnknownCharacterError,
     train_tokenizer,
 )
 from gptlib.training import (
     DTYPES,
+    METRICS_NAME,
     TRAIN_PRESETS,
     NonFiniteLossError,
     TrainConfig,
     train,
     train_config,
 )
-from gptlib.utils import get_device, seed_everything
+from gptlib.utils import DeviceError, get_device, seed_everything
 
 RUNS_DIR = Path("runs")
+# exit statuses: a flag that cannot work, a failure while working, Ctrl-C
+EXIT_USAGE, EXIT_FAILURE, EXIT_INTERRUPTED = 2, 1, 130
 ADAPTER_NAME = "adapter.safetensors"
 HEAD_NAME = "classifier_head.safetensors"
 # TrainConfig fields that every command shares (one parent parser)
@@ -160,7 +168,13 @@ def build_parser() -> argparse.ArgumentParser:
         "it. Every command has --help.",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    common = argparse.ArgumentParser(add_help=False)
+    debug = argparse.ArgumentParser(add_help=False)
+    debug.add_argument(
+        "--debug",
+        action="store_true",
+        help="on an error, show the full Python traceback instead of one line",
+    )
+    common = argparse.ArgumentParser(add_help=False, parents=[debug])
     shared = common.add_argument_group("every command")
     shared.add_argument(
         "--device",
@@ -212,6 +226,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="continue from the run folder's checkpoint",
     )
     run.add_argument(
+        "--force",
+        action="store_true",
+        help="start over in a run folder that already holds a run, replacing it",
+    )
+    run.add_argument(
+        "--allow-config-change",
+        action="store_true",
+        help="with --resume: go on with training settings that differ from the saved "
+        "run's (otherwise refused)",
+    )
+    run.add_argument(
         "--stop-at",
         type=int,
         help="stop (with a checkpoint) at this step; --resume continues "
@@ -236,6 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser(
         "prepare",
+        parents=[debug],
         help="tokenize a corpus once into token files on disk",
         description="Write train.bin, val.bin (token ids) and tokenizer.json, "
         "for `gptlib train --data`.",
@@ -348,6 +374,11 @@ def build_parser() -> argparse.ArgumentParser:
     task.add_argument(
         "--out", type=Path, help="output folder (default: runs/finetune-TASK)"
     )
+    task.add_argument(
+        "--force",
+        action="store_true",
+        help="replace the checkpoint that --out already holds",
+    )
     tuning = f.add_argument_group("training (TrainConfig; defaults: the task's)")
     add_dataclass_flags(
         tuning,
@@ -397,6 +428,162 @@ def add_tokenizer_flags(group: argparse._ArgumentGroup) -> None:
     )
 
 
+# --- checking the flags before any work ---------------------------------------------
+
+
+class UsageError(ValueError):
+    """A flag whose value cannot work. Raised before any work or output starts."""
+
+
+def check_device(args: argparse.Namespace) -> torch.device:
+    try:
+        return get_device(args.device)
+    except DeviceError as e:
+        raise UsageError(f"--device: {e}") from None
+
+
+def check_corpus(name: str) -> None:
+    if name not in CORPORA and not Path(name).is_file():
+        raise UsageError(
+            f"--corpus {name!r}: neither a corpus name ({', '.join(sorted(CORPORA))}) "
+            "nor a text file"
+        )
+
+
+def check_existing_checkpoint(path: Path | None, flag: str) -> Path:
+    """The checkpoint file `path` names (a file or a run folder; None: the newest run
+    in runs/), which must exist."""
+    try:
+        path = find_checkpoint(path, RUNS_DIR)
+    except FileNotFoundError as e:  # no path given, and no run in runs_dir
+        raise UsageError(f"{flag}: {e}") from None
+    if not path.is_file():
+        raise UsageError(f"{flag}: no checkpoint at {path}")
+    return path
+
+
+def run_files(out_dir: Path) -> list[str]:
+    """The files of a run that a new run in `out_dir` would replace."""
+    return [
+        name
+        for name in (CHECKPOINT_NAME, METRICS_NAME)
+        if (Path(out_dir) / name).exists()
+    ]
+
+
+def check_train(args: argparse.Namespace) -> None:
+    config = train_config(args.preset, **given(args, TrainConfig))
+    preset_config(args.preset, **given(args, GPTConfig))  # the model flags make sense
+    check_device(args)
+    if args.stop_at is not None and not 1 <= args.stop_at <= config.max_steps:
+        raise UsageError(
+            f"--stop-at must be a step from 1 to {config.max_steps} (--steps), "
+            f"got {args.stop_at}"
+        )
+    if args.data is not None:
+        if not args.data.is_dir():
+            raise UsageError(
+                f"--data: no folder {args.data} (make one: gptlib prepare)"
+            )
+    else:
+        check_corpus(args.corpus)
+    out_dir = args.out or RUNS_DIR / args.preset
+    if args.resume and args.force:
+        raise UsageError("--resume continues a run, --force replaces it: choose one")
+    if args.resume:
+        path = check_existing_checkpoint(out_dir / CHECKPOINT_NAME, "--resume")
+        ckpt = load_checkpoint(path)
+        if ckpt.optimizer_state is None:
+            raise UsageError(
+                f"--resume: {path} holds no optimizer state (a fine-tuned or "
+                "inference checkpoint) and cannot be resumed; train into a new --out"
+            )
+        if ckpt.tokenizer is None and args.data is None:
+            raise UsageError(
+                f"--resume: {path} holds no tokenizer to encode --corpus with"
+            )
+        saved = ckpt.extra.get("train_config")
+        changes = train_config_changes(saved, config) if isinstance(saved, dict) else {}
+        if changes and not args.allow_config_change:
+            listed = ", ".join(
+                f"{k} {old} -> {new}" for k, (old, new) in changes.items()
+            )
+            raise UsageError(
+                f"--resume: {path} was trained with other settings ({listed}): give "
+                "the run's own flags, or --allow-config-change to go on with these"
+            )
+        args.resumed_checkpoint = ckpt
+    elif run_files(out_dir) and not args.force:
+        raise UsageError(
+            f"{out_dir} already holds a run ({', '.join(run_files(out_dir))}): "
+            "continue it with --resume, train into another folder with --out, or "
+            "start it over with --force"
+        )
+
+
+def check_prepare(args: argparse.Namespace) -> None:
+    check_corpus(args.corpus)
+    if not 0.0 < args.val_fraction < 1.0:
+        raise UsageError(
+            f"--val-fraction must be between 0 and 1, got {args.val_fraction}"
+        )
+
+
+def check_sample(args: argparse.Namespace) -> None:
+    check_device(args)
+    args.checkpoint = check_existing_checkpoint(args.checkpoint, "--checkpoint")
+    if args.max_new_tokens < 1:
+        raise UsageError(
+            f"--max-new-tokens must be 1 or more, got {args.max_new_tokens}"
+        )
+    if not (math.isfinite(args.temperature) and args.temperature >= 0):
+        raise UsageError(
+            f"--temperature must be 0 (greedy) or more, got {args.temperature}"
+        )
+    if args.top_k is not None and args.top_k < 1:
+        raise UsageError(f"--top-k must be 1 or more, got {args.top_k}")
+    if args.top_p is not None and not 0.0 < args.top_p <= 1.0:
+        raise UsageError(f"--top-p must be in (0, 1], got {args.top_p}")
+
+
+def check_finetune(args: argparse.Namespace) -> None:
+    check_device(args)
+    if args.lora_rank is not None and args.trainable_blocks is not None:
+        raise UsageError("choose --lora-rank or --trainable-blocks, not both")
+    if args.lora_rank is not None and args.lora_rank < 1:
+        raise UsageError(f"--lora-rank must be 1 or more, got {args.lora_rank}")
+    if args.lora_alpha is not None and not (
+        math.isfinite(args.lora_alpha) and args.lora_alpha > 0
+    ):
+        raise UsageError(f"--lora-alpha must be positive, got {args.lora_alpha}")
+    if args.trainable_blocks is not None and args.trainable_blocks < 0:
+        raise UsageError(
+            f"--trainable-blocks must be 0 or more, got {args.trainable_blocks}"
+        )
+    finetune_config(args.task, **given(args, TrainConfig))
+    if args.task == "continue":
+        check_corpus(args.corpus)
+        if args.old_corpus is not None:
+            check_corpus(args.old_corpus)
+    args.source = check_existing_checkpoint(args.source, "--from")
+    args.out = args.out or RUNS_DIR / f"finetune-{args.task}"
+    if (args.out / CHECKPOINT_NAME).exists() and not args.force:
+        raise UsageError(
+            f"{args.out} already holds a checkpoint: choose another --out, or replace "
+            "it with --force"
+        )
+
+
+def check_classify(args: argparse.Namespace) -> None:
+    check_device(args)
+    args.checkpoint = check_existing_checkpoint(args.checkpoint, "--checkpoint")
+    head = args.checkpoint.parent / HEAD_NAME
+    if not head.is_file():
+        raise UsageError(
+            f"no classifier head {head}: make one with gptlib finetune --task classify"
+        )
+
+
 # --- commands -------------------------------------------------------------------------
 
 
@@ -413,6 +600,22 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     return 0
 
 
+def resume_command(argv: list[str], out_dir: Path) -> str:
+    """The command that continues this run: the same flags, without --stop-at and
+    --force, with --resume and --out."""
+    kept, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--stop-at":
+            skip = True
+        elif not arg.startswith("--stop-at=") and arg not in ("--force", "--resume"):
+            kept.append(arg)
+    if not any(a == "--out" or a.startswith("--out=") for a in kept):
+        kept += ["--out", str(out_dir)]
+    return shlex.join(["gptlib", *kept, "--resume"])
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     out_dir = args.out or RUNS_DIR / args.preset
     config = train_config(args.preset, **given(args, TrainConfig))
@@ -424,7 +627,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         text = load_corpus(args.corpus)
         # keep the ids the model was trained with: the checkpoint's tokenizer
         if args.resume:
-            tokenizer = load_checkpoint(find_checkpoint(out_dir)).tokenizer
+            tokenizer = args.resumed_checkpoint.tokenizer
         else:
             tokenizer = train_tokenizer(
                 text, args.tokenizer, args.bpe_vocab_size, progress=config.progress
@@ -448,7 +651,12 @@ def cmd_train(args: argparse.Namespace) -> int:
         f"model {args.preset}: {model.num_params():,} parameters; "
         f"training {config.max_steps} steps -> {out_dir}"
     )
-    checkpoint = RunCheckpoint(out_dir / CHECKPOINT_NAME, tokenizer, resume=args.resume)
+    checkpoint = RunCheckpoint(
+        out_dir / CHECKPOINT_NAME,
+        tokenizer,
+        resume=args.resume,
+        allow_config_change=args.allow_config_change,
+    )
     result = train(
         model,
         train_data,
@@ -459,10 +667,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         stop_at_step=args.stop_at,
     )
     if result.interrupted or result.stopped_early:
-        source_flag = f"--data {args.data}" if args.data else f"--corpus {args.corpus}"
         print(
-            f"stopped at step {result.steps}; resume with: gptlib train "
-            f"--preset {args.preset} {source_flag} --out {out_dir} --resume"
+            f"stopped at step {result.steps}; resume with: "
+            f"{resume_command(args.argv, out_dir)}"
         )
     elif result.final:
         print(
@@ -470,15 +677,25 @@ def cmd_train(args: argparse.Namespace) -> int:
             f"val loss {result.final['val_loss']:.3f} ({result.seconds:.0f} s)"
         )
     print(f"checkpoint: {result.checkpoint}")
-    return 130 if result.interrupted else 0
+    return EXIT_INTERRUPTED if result.interrupted else 0
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
-    path = find_checkpoint(args.checkpoint, RUNS_DIR)
+    path = args.checkpoint
     model, tokenizer = load_model(path, get_device(args.device))
     if tokenizer is None:
         raise ValueError(
             f"{path} holds no tokenizer, so its output cannot be turned into text"
+        )
+    # what would fail half-way fails here, before any output
+    if args.instruction is not None:
+        tokenizer.encode(PROMPT_TEMPLATE.format(instruction=args.instruction))
+    else:
+        tokenizer.encode(args.prompt)
+    if not all(torch.isfinite(p).all() for p in model.parameters()):
+        raise ValueError(
+            f"{path} has NaN or infinite weights (from a training run that "
+            "diverged?): there is nothing to sample from"
         )
     print(f"# sampling from {path}", file=sys.stderr)
     if args.instruction is not None:
@@ -504,9 +721,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 
 def cmd_finetune(args: argparse.Namespace) -> int:
-    if args.lora_rank is not None and args.trainable_blocks is not None:
-        raise ValueError("choose --lora-rank or --trainable-blocks, not both")
-    source = find_checkpoint(args.source)
+    source, out_dir = args.source, args.out
     ckpt = load_checkpoint(source)
     if ckpt.tokenizer is None:
         raise ValueError(
@@ -514,7 +729,6 @@ def cmd_finetune(args: argparse.Namespace) -> int:
             "fine-tuning needs the ids the model was trained with"
         )
     tokenizer, model = ckpt.tokenizer, ckpt.build_model()
-    out_dir = args.out or RUNS_DIR / f"finetune-{args.task}"
     config = finetune_config(args.task, **given(args, TrainConfig))
     seed_everything(config.seed)
     print(
@@ -609,7 +823,7 @@ def finetune_instruct(
 
 
 def cmd_classify(args: argparse.Namespace) -> int:
-    path = find_checkpoint(args.checkpoint)
+    path = args.checkpoint
     model, tokenizer = load_model(path, get_device(args.device))
     classifier, labels = load_classifier_head(path.parent / HEAD_NAME, model)
     x, _ = encode_labelled(
@@ -624,27 +838,61 @@ def cmd_classify(args: argparse.Namespace) -> int:
     return 0
 
 
+COMMANDS: dict[str, tuple[Callable, Callable]] = {
+    # command: (check its flags, do the work)
+    "train": (check_train, cmd_train),
+    "prepare": (check_prepare, cmd_prepare),
+    "sample": (check_sample, cmd_sample),
+    "finetune": (check_finetune, cmd_finetune),
+    "classify": (check_classify, cmd_classify),
+}
+# what a user can cause and fix: one line, no traceback
+USER_ERRORS = (
+    ValueError,  # UsageError, CheckpointError, UnknownCharacterError among them
+    OSError,  # FileNotFoundError, a full disk, permissions
+    NonFiniteLossError,
+    DeviceError,
+)
+
+# a damaged file found while checking the flags is a failure (1), not a usage error (2)
+BAD_FILES = (CheckpointError, TokenFileError, OSError)
+
+
+def report(args: argparse.Namespace, error: BaseException | str, status: int) -> int:
+    """One line on stderr: `gptlib COMMAND: error: ...`, and the exit status."""
+    message = " ".join(str(error).split())  # one line, whatever the message held
+    print(f"gptlib {args.command}: error: {message}", file=sys.stderr)
+    return status
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    commands = {
-        "train": cmd_train,
-        "prepare": cmd_prepare,
-        "sample": cmd_sample,
-        "finetune": cmd_finetune,
-        "classify": cmd_classify,
-    }
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser().parse_args(argv)  # a malformed flag exits here with 2
+    args.argv = argv
+    check, work = COMMANDS[args.command]
     try:
-        return commands[args.command](args)
-    except (
-        ValueError,
-        FileNotFoundError,
-        CheckpointError,
-        UnknownCharacterError,
-        NonFiniteLossError,
-        OSError,
-    ) as e:
-        print(f"gptlib {args.command}: error: {e}", file=sys.stderr)
-        return 2
+        try:
+            check(args)
+        except BAD_FILES:
+            raise  # the flags are right, the file they name is not: status 1
+        except USER_ERRORS as e:
+            if args.debug:
+                raise
+            return report(args, e, EXIT_USAGE)
+        return work(args)
+    except USER_ERRORS as e:
+        if args.debug:
+            raise
+        return report(args, e, EXIT_FAILURE)
     except KeyboardInterrupt:
-        print("\ninterrupted", file=sys.stderr)
-        return 130
+        print(f"\ngptlib {args.command}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as e:  # a bug of gptlib's, or a case it does not handle yet
+        if args.debug:
+            raise
+        return report(
+            args,
+            f"unexpected {type(e).__name__}: {e} (run again with --debug for the "
+            "traceback, and please report it)",
+            EXIT_FAILURE,
+        )

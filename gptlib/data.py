@@ -89,7 +89,15 @@ def load_corpus(name: str) -> str:
         return CORPORA[name]()
     path = Path(name)
     if path.is_file():
-        return path.read_text(encoding="utf-8")
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as e:
+            raise ValueError(
+                f"{path} is not UTF-8 text ({e.reason} at byte {e.start})"
+            ) from None
+        if not text:
+            raise ValueError(f"{path} is empty: a corpus needs some text")
+        return text
     raise ValueError(
         f"unknown corpus {name!r}: use one of {sorted(CORPORA)} "
         "or the path of a text file"
@@ -174,6 +182,14 @@ def get_batch(
 
 # --8<-- [start:token_files]
 TRAIN_FILE, VAL_FILE, TOKENIZER_FILE = "train.bin", "val.bin", "tokenizer.json"
+RECORD_FILE = "tokens.json"  # what the other three hold, checked on every load
+RECORD_FORMAT = "gptlib-tokens"
+SPLIT_FILES = {"train": TRAIN_FILE, "val": VAL_FILE}
+FILES = (TRAIN_FILE, VAL_FILE, TOKENIZER_FILE, RECORD_FILE)  # the order of writing
+
+
+class TokenFileError(ValueError):
+    """Token files that do not agree with their record; the message says how."""
 
 
 def token_dtype(vocab_size: int) -> np.dtype:
@@ -181,37 +197,167 @@ def token_dtype(vocab_size: int) -> np.dtype:
     return np.dtype(np.uint16) if vocab_size <= 2**16 else np.dtype(np.uint32)
 
 
+def tokenizer_fingerprint(tokenizer: Tokenizer) -> str:
+    """SHA-256 of the tokenizer's canonical JSON: another fingerprint, other ids."""
+    canonical = json.dumps(
+        tokenizer.to_dict(), sort_keys=True, ensure_ascii=False, separators=(",", ":")
+    )
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
 def prepare_token_files(
     text: str, tokenizer: Tokenizer, out_dir: str | Path, val_fraction: float = 0.1
 ) -> dict[str, int]:
-    """Encode `text` once: write train.bin, val.bin (token ids) and tokenizer.json."""
+    """Encode `text` once: write train.bin, val.bin (token ids), tokenizer.json and
+    tokens.json, the record `load_token_files` checks them against."""
+    if not 0.0 < val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be between 0 and 1, got {val_fraction}")
+    vocab_size = tokenizer.vocab_size
+    ids = np.array(tokenizer.encode(text), dtype=token_dtype(vocab_size))
+    n = int(len(ids) * (1.0 - val_fraction))
+    # every check before the first write: a refused corpus leaves the folder as it was
+    if len(ids) == 0:
+        raise ValueError("the corpus is empty: there are no tokens to write")
+    if n == 0 or n == len(ids):
+        raise ValueError(
+            f"the corpus has {len(ids)} tokens: with val_fraction={val_fraction} "
+            f"that leaves {n} for training and {len(ids) - n} for validation"
+        )
+    if ids.max() >= vocab_size:
+        raise ValueError(f"the tokenizer made id {ids.max()}, >= its {vocab_size=}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    ids = np.array(tokenizer.encode(text), dtype=token_dtype(tokenizer.vocab_size))
-    n = int(len(ids) * (1.0 - val_fraction))
-    for name, part in ((TRAIN_FILE, ids[:n]), (VAL_FILE, ids[n:])):
-        tmp = out_dir / (name + ".tmp")
-        part.tofile(tmp)
-        tmp.replace(out_dir / name)  # atomic: never a half-written token file
-    tokenizer.save(out_dir / TOKENIZER_FILE)
+    record: dict[str, Any] = {
+        "format": RECORD_FORMAT,
+        "version": 1,
+        "dtype": ids.dtype.name,
+        "vocab_size": vocab_size,
+        "tokenizer_sha256": tokenizer_fingerprint(tokenizer),
+    }
+    # Every file is written under a temporary name first: a full disk or an error
+    # stops here and leaves the folder's earlier files as they were.
+    temps = {name: out_dir / f".{name}.tmp" for name in FILES}
+    try:
+        for split, part in (("train", ids[:n]), ("val", ids[n:])):
+            data = part.tobytes()
+            temps[SPLIT_FILES[split]].write_bytes(data)
+            sha256 = hashlib.sha256(data).hexdigest()
+            record[split] = {"tokens": len(part), "sha256": sha256}
+        tokenizer.save(temps[TOKENIZER_FILE])
+        temps[RECORD_FILE].write_text(json.dumps(record, indent=2) + "\n", "utf-8")
+    except BaseException as e:
+        for tmp in temps.values():
+            tmp.unlink(missing_ok=True)
+        if isinstance(e, OSError):
+            raise OSError(
+                e.errno,
+                f"could not write token files to {out_dir} ({e.strerror or e}); "
+                "the files already there are unchanged",
+            ) from e
+        raise
+    # Renames need no space. The record goes first and comes back last: if this is
+    # cut short, the folder has no record and is refused, never read half-new.
+    (out_dir / RECORD_FILE).unlink(missing_ok=True)
+    for name in FILES:  # RECORD_FILE last
+        temps[name].replace(out_dir / name)
     return {"train": n, "val": len(ids) - n}
 
 
 def load_token_files(data_dir: str | Path) -> tuple[np.memmap, np.memmap, Tokenizer]:
-    """Memory-map train.bin and val.bin: batches are read from disk, the corpus never
-    sits in RAM."""
+    """Memory-map train.bin and val.bin, once they agree with tokens.json: batches are
+    read from disk, the corpus never sits in RAM."""
     data_dir = Path(data_dir)
-    for name in (TRAIN_FILE, VAL_FILE, TOKENIZER_FILE):
+    for name in FILES:
         if not (data_dir / name).is_file():
             raise FileNotFoundError(
                 f"{data_dir / name} is missing: "
                 f"run `gptlib prepare --out {data_dir}` first"
             )
-    tokenizer = load_tokenizer(data_dir / TOKENIZER_FILE)
-    dtype = token_dtype(tokenizer.vocab_size)
-    train = np.memmap(data_dir / TRAIN_FILE, dtype=dtype, mode="r")
-    val = np.memmap(data_dir / VAL_FILE, dtype=dtype, mode="r")
+    tokenizer_path, record_path = data_dir / TOKENIZER_FILE, data_dir / RECORD_FILE
+    try:
+        tokenizer = load_tokenizer(tokenizer_path)
+    except Exception as e:  # each tokenizer class checks its data its own way
+        problem = f"{e} is missing" if isinstance(e, KeyError) else str(e)
+        named = str(tokenizer_path) in problem  # most errors name the file already
+        raise TokenFileError(
+            problem if named else f"{tokenizer_path}: {problem}"
+        ) from None
+    record = read_token_record(record_path)
+    vocab_size, dtype = tokenizer.vocab_size, token_dtype(tokenizer.vocab_size)
+    # the record must describe this tokenizer...
+    if record["vocab_size"] != vocab_size:
+        raise TokenFileError(
+            f"{record_path}: vocab_size is {record['vocab_size']}, "
+            f"{tokenizer_path} has {vocab_size} tokens"
+        )
+    if record["dtype"] != dtype.name:
+        raise TokenFileError(
+            f"{record_path}: dtype is {record['dtype']}, not {dtype.name}"
+        )
+    if record["tokenizer_sha256"] != tokenizer_fingerprint(tokenizer):
+        raise TokenFileError(
+            f"{record_path}: tokenizer_sha256 is not that of {tokenizer_path}: "
+            "the ids were made by another tokenizer"
+        )
+    # ...and these files, byte for byte
+    memmaps = []
+    for split, name in SPLIT_FILES.items():
+        path, expected = data_dir / name, record[split]
+        size = path.stat().st_size
+        if size != expected["tokens"] * dtype.itemsize:
+            raise TokenFileError(
+                f"{path} has {size:,} bytes, not the {split}.tokens="
+                f"{expected['tokens']:,} {dtype.name} of {record_path}"
+            )
+        sha256, largest = scan_token_file(path, dtype)
+        if sha256 != expected["sha256"]:
+            raise TokenFileError(
+                f"{path}: its SHA-256 is not {split}.sha256 of {record_path}: "
+                "the file changed after `gptlib prepare`"
+            )
+        if largest >= vocab_size:  # never an id the model has no embedding for
+            raise TokenFileError(
+                f"{path} holds token id {largest}, >= vocab_size={vocab_size}"
+            )
+        memmaps.append(np.memmap(path, dtype=dtype, mode="r"))
+    train, val = memmaps
     return train, val, tokenizer
+
+
+def read_token_record(path: Path) -> dict[str, Any]:
+    """tokens.json, each field of the type `prepare_token_files` writes."""
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, ValueError) as e:
+        raise TokenFileError(f"{path} is not JSON: {e}") from None
+    if not isinstance(record, dict) or record.get("format") != RECORD_FORMAT:
+        raise TokenFileError(f"{path} is not a gptlib token record")
+    if record.get("version") != 1:
+        raise TokenFileError(f"{path} has version {record.get('version')!r}, not 1")
+    fields = {k: record.get(k) for k in ("dtype", "vocab_size", "tokenizer_sha256")}
+    for split in ("train", "val"):
+        part = record.get(split)
+        part = part if isinstance(part, dict) else {}
+        fields |= {f"{split}.{k}": part.get(k) for k in ("tokens", "sha256")}
+    for name, value in fields.items():
+        if name.endswith(("vocab_size", "tokens")):
+            expected = "a whole number > 0"
+            ok = isinstance(value, int) and not isinstance(value, bool) and value > 0
+        else:
+            expected, ok = "a string", isinstance(value, str)
+        if not ok:
+            raise TokenFileError(f"{path}: {name} is {value!r}, expected {expected}")
+    return record
+
+
+def scan_token_file(path: Path, dtype: np.dtype) -> tuple[str, int]:
+    """(SHA-256, largest id) of a token file, read once, 16 MiB at a time."""
+    digest, largest = hashlib.sha256(), -1
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 24), b""):
+            digest.update(block)
+            largest = max(largest, int(np.frombuffer(block, dtype=dtype).max()))
+    return digest.hexdigest(), largest
 
 
 # --8<-- [end:token_files]

@@ -149,6 +149,15 @@ def split_examples(
     )
 
 
+def check_split(what: str, total: int, train_set: list, test_set: list) -> None:
+    """Refuse to fine-tune on a split with nothing to train on or nothing to test."""
+    if not train_set or not test_set:
+        raise ValueError(
+            f"the tokenizer can encode only {total} {what}: too few to train on and "
+            "test; fine-tune a model pretrained on the course (--corpus course)"
+        )
+
+
 def encode_labelled(
     examples: Sequence[tuple[str, int]], tokenizer: Tokenizer, block_size: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -378,6 +387,8 @@ def exact_match(
     model: GPT, tokenizer: Tokenizer, pairs: Sequence[tuple[str, str]]
 ) -> float:
     """The share of (instruction, response) pairs that the model answers exactly."""
+    if not pairs:
+        raise ValueError("exact_match of no pairs: there is nothing to score")
     return sum(respond(model, tokenizer, q) == a for q, a in pairs) / len(pairs)
 
 
@@ -655,6 +666,7 @@ def train_classifier(
     block = model.config.block_size
     examples = encodable(course_lines(max_chars=block), tokenizer)
     train_set, _, test_set = split_examples(examples, seed=config.seed)
+    check_split("of the course's lines", len(examples), train_set, test_set)
     x_test, y_test = encode_labelled(test_set, tokenizer, block)
     y_train = torch.tensor([label for _, label in train_set])
     classifier = GPTClassifier(model, len(LABELS))
@@ -695,12 +707,8 @@ def instruction_tune(
     """Teach `model` the course glossary as questions and answers (85% of them)."""
     pairs = glossary_instructions()
     usable = encodable(pairs, tokenizer)
-    if not usable:
-        raise ValueError(
-            "the tokenizer cannot encode any glossary question: "
-            "pretrain on a corpus with both languages (--corpus course)"
-        )
     train_set, _, test_set = split_examples(usable, (0.85, 0.0), seed=config.seed)
+    check_split("glossary questions", len(usable), train_set, test_set)
     block = model.config.block_size
     encoded = [encode_instruction(tokenizer, q, a, block) for q, a in train_set]
 

@@ -4,6 +4,7 @@ Chapter 11 (Generation) builds this file.
 """
 
 # --8<-- [start:imports]
+import math
 from collections.abc import Iterator
 
 import torch
@@ -16,6 +17,18 @@ from gptlib.tokenizer import Tokenizer
 
 
 # --8<-- [start:sample_next]
+def check_sampling(
+    temperature: float, top_k: int | None = None, top_p: float | None = None
+) -> None:
+    """Refuse sampling settings that mean nothing, with a message that names them."""
+    if not 0 <= temperature < math.inf:  # False for NaN too
+        raise ValueError(f"temperature must be a finite number >= 0, got {temperature}")
+    if top_k is not None and (not isinstance(top_k, int) or top_k < 1):
+        raise ValueError(f"top_k must be an integer >= 1, got {top_k!r}")
+    if top_p is not None and not 0.0 < top_p <= 1.0:  # False for NaN too
+        raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+
+
 def sample_next(
     logits: torch.Tensor,
     temperature: float = 1.0,
@@ -24,12 +37,7 @@ def sample_next(
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """Pick the next token id from the logits of the last position: (B, V) -> (B, 1)."""
-    if temperature < 0:
-        raise ValueError(f"temperature must be >= 0, got {temperature}")
-    if top_k is not None and top_k < 1:
-        raise ValueError(f"top_k must be >= 1, got {top_k}")
-    if top_p is not None and not 0.0 < top_p <= 1.0:
-        raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+    check_sampling(temperature, top_k, top_p)
     if temperature == 0:  # greedy: always the most likely token
         return logits.argmax(dim=-1, keepdim=True)
     logits = logits / temperature  # < 1 sharpens the distribution, > 1 flattens it
@@ -70,16 +78,23 @@ def generate_tokens(
     generator: torch.Generator | None = None,
     use_cache: bool = True,
 ) -> Iterator[torch.Tensor]:
-    """Yield one new token (B, 1) at a time, feeding each back in as input.
+    """Yield one new token (B, 1) at a time, feeding each back in as input
+    (`max_new_tokens=0`: none).
 
     With `use_cache`, only the newest token goes through the model at each step; the
     keys and values of earlier tokens come from a KVCache. Learned positions stop at
     block_size, so when the text outgrows the window the cache is rebuilt from the
     last block_size tokens (the same context the uncached loop sees).
     """
+    # bad settings fail here, before the first (maybe slow) forward pass
+    if not isinstance(max_new_tokens, int) or max_new_tokens < 0:
+        raise ValueError(
+            f"max_new_tokens must be an integer >= 0, got {max_new_tokens!r}"
+        )
+    check_sampling(temperature, top_k, top_p)
     block_size = model.config.block_size
     cache = None
-    for _ in range(max_new_tokens):
+    for step in range(max_new_tokens):
         if not use_cache:
             logits, _ = model(
                 idx[:, -block_size:]
@@ -93,6 +108,13 @@ def generate_tokens(
             logits, _ = model(
                 idx[:, -1:], cache=cache
             )  # only the newest token: (B, 1, V)
+        # NaN weights give NaN logits at every step: checking the first step is enough,
+        # and costs one host sync per call instead of one per token
+        if step == 0 and not torch.isfinite(logits[:, -1]).all():
+            raise ValueError(
+                "the model's logits are NaN or infinite, so there is nothing to "
+                "sample from: are its weights NaN (a training run that diverged)?"
+            )
         next_id = sample_next(
             logits[:, -1, :], temperature, top_k, top_p, generator
         )  # (B, 1)
@@ -117,7 +139,8 @@ def stream(
 ) -> Iterator[str]:
     """Yield the continuation of `prompt` piece by piece, as soon as each piece is text.
 
-    Stops after `max_new_tokens` tokens, or before the first occurrence of `stop`.
+    Stops after `max_new_tokens` tokens (0: yields nothing), or before the first
+    occurrence of `stop`.
     """
     device = next(model.parameters()).device
     was_training = model.training
@@ -172,7 +195,8 @@ def generate(
     seed: int | None = None,
     stop: str | None = None,
 ) -> str:
-    """Continue `prompt` and return prompt + continuation."""
+    """Continue `prompt` and return prompt + continuation (`max_new_tokens=0`: the
+    prompt)."""
     pieces = stream(
         model, tokenizer, prompt, max_new_tokens, temperature, top_k, top_p, seed, stop
     )

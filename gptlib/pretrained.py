@@ -57,6 +57,26 @@ def config_from_hf(hf_config: Any) -> GPTConfig:
             f"layer_norm_epsilon={hf_config.layer_norm_epsilon}: "
             "gptlib's LayerNorms use 1e-5"
         )
+    # Variants of GPT-2's attention: each would load without a complaint and give
+    # other logits. (reorder_and_upcast_attn is accepted: the same scores, only
+    # computed in float32 when the model runs in float16.)
+    if not getattr(hf_config, "scale_attn_weights", True):
+        raise ValueError(
+            "scale_attn_weights=False: gptlib's attention always divides the scores "
+            "by sqrt(head size)"
+        )
+    if getattr(hf_config, "scale_attn_by_inverse_layer_idx", False):
+        raise ValueError(
+            "scale_attn_by_inverse_layer_idx=True: gptlib's attention does not "
+            "divide the scores by the layer number"
+        )
+    # another MLP width would fail later, at the weights' shapes, less clearly
+    n_inner = getattr(hf_config, "n_inner", None)
+    if n_inner is not None and n_inner != 4 * hf_config.n_embd:
+        raise ValueError(
+            f"n_inner={n_inner}: gptlib's MLP is 4 * n_embd = "
+            f"{4 * hf_config.n_embd} wide"
+        )
     return GPTConfig(
         vocab_size=hf_config.vocab_size,
         block_size=hf_config.n_positions,

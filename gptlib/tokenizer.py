@@ -121,6 +121,36 @@ SPLIT_PATTERN = (
 )
 # --8<-- [end:split_pattern]
 
+# The split patterns a tokenizer file (or checkpoint) may name. A regular expression
+# is code: a crafted one such as `(a|a)+$` backtracks exponentially, and encoding a
+# prompt of a few dozen characters with it takes minutes. So `BPETokenizer.from_dict`
+# refuses every other pattern. GPT-2's and GPT-4's own patterns need the `regex`
+# module's \p{L}, which Python's `re` cannot compile; SPLIT_PATTERN is this library's
+# standard-library version of GPT-2's. A pattern passed in Python
+# (`BPETokenizer(pattern=...)`, `BPETokenizer.train(..., pattern=...)`) is the
+# programmer's own and is not checked. To load a file whose pattern you trust, add
+# that pattern to this set first.
+KNOWN_PATTERNS: set[str] = {SPLIT_PATTERN}
+# The longest token a tokenizer file may build. Real ones stay far below (GPT-2's
+# longest is 128 bytes); 40 merges that each double a token would ask for a terabyte.
+MAX_TOKEN_BYTES = 1024
+
+
+class UnknownPatternError(ValueError):
+    """A tokenizer file names a split pattern that is not in KNOWN_PATTERNS."""
+
+    def __init__(self, pattern: object):
+        self.pattern = pattern
+        shown = repr(pattern)
+        if len(shown) > 80:
+            shown = shown[:77] + "..."
+        super().__init__(
+            f"refusing the tokenizer's split pattern {shown}: it is not one gptlib "
+            "knows, and a regular expression from a file can make encoding hang. "
+            "If you trust the file, add its pattern first: "
+            "gptlib.tokenizer.KNOWN_PATTERNS.add(pattern)"
+        )
+
 
 # --8<-- [start:bpe_helpers]
 def count_pairs(words: dict[tuple[int, ...], int]) -> Counter[tuple[int, int]]:
@@ -344,15 +374,38 @@ class BPETokenizer:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "BPETokenizer":
+        """Rebuild a tokenizer from `to_dict()` output (a file, a checkpoint).
+
+        Its split pattern must be one of KNOWN_PATTERNS: a pattern from a file is
+        never compiled unchecked.
+
+        >>> data = BPETokenizer().to_dict()
+        >>> BPETokenizer.from_dict(data).encode("hi")
+        [104, 105]
+        >>> BPETokenizer.from_dict({**data, "pattern": "(a|a)+$"})
+        Traceback (most recent call last):
+        ...
+        gptlib.tokenizer.UnknownPatternError: refusing ... split pattern '(a|a)+$'...
+        """
+        pattern = data["pattern"]
+        if not (isinstance(pattern, str) and pattern in KNOWN_PATTERNS):
+            raise UnknownPatternError(pattern)
         merges = [tuple(m) for m in data["merges"]]
+        length = [1] * 256  # bytes per token: a merge adds up the two it joins
         for k, (a, b) in enumerate(merges):
             if not (0 <= a < 256 + k and 0 <= b < 256 + k):
                 raise ValueError(
                     f"merge {k} {(a, b)} refers to a token that does not exist yet"
                 )
+            length.append(length[a] + length[b])
+            if length[-1] > MAX_TOKEN_BYTES:  # each merge could double it: 2^k bytes
+                raise ValueError(
+                    f"merge {k} {(a, b)} makes a token of {length[-1]:,} bytes, more "
+                    f"than the {MAX_TOKEN_BYTES:,} any real tokenizer needs"
+                )
         return cls(
             merges,
-            pattern=data["pattern"],
+            pattern=pattern,
             special_tokens=data.get("special_tokens", []),
         )
 
@@ -433,8 +486,16 @@ def _save_json(data: dict[str, Any], path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
-    tmp.replace(
-        path
-    )  # atomic: a crash leaves the old file or the new one, never half of one
+    try:
+        tmp.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
+    except BaseException as e:  # a full disk: no half-written file left behind
+        tmp.unlink(missing_ok=True)
+        if isinstance(e, OSError):
+            raise OSError(
+                e.errno,
+                f"could not write {path} ({e.strerror or e}); "
+                "any previous file there is unchanged",
+            ) from e
+        raise
+    tmp.replace(path)  # atomic: a crash leaves the old file or the new one, never half
     return path

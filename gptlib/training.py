@@ -14,6 +14,7 @@ import math
 import signal
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Protocol
@@ -60,27 +61,37 @@ class TrainConfig:
     progress: bool = True  # show a progress bar
 
     def __post_init__(self) -> None:
-        positive = (
-            "max_steps",
-            "batch_size",
-            "grad_accum_steps",
-            "eval_interval",
-            "eval_batches",
-            "log_interval",
+        def check(name: str, ok: bool, rule: str) -> None:
+            if not ok:
+                value = getattr(self, name)
+                raise ValueError(f"TrainConfig.{name} must be {rule}, got {value!r}")
+
+        counts = {  # integer fields and their smallest value
+            "max_steps": 1,
+            "batch_size": 1,
+            "grad_accum_steps": 1,
+            "eval_interval": 1,
+            "eval_batches": 1,
+            "log_interval": 1,
+            "warmup_steps": 0,
+        }
+        for name, least in counts.items():
+            value = getattr(self, name)
+            is_int = isinstance(value, int) and not isinstance(value, bool)
+            check(name, is_int and value >= least, f">= {least} (an integer)")
+        # Every comparison with NaN is False, so these ranges refuse NaN (and inf)
+        inf = math.inf
+        check("learning_rate", 0 < self.learning_rate < inf, "a finite number > 0")
+        check(
+            "min_lr",
+            0 <= self.min_lr <= self.learning_rate,
+            f"between 0 and learning_rate={self.learning_rate}",
         )
-        for name in positive:
-            if getattr(self, name) < 1:
-                raise ValueError(
-                    f"TrainConfig.{name} must be >= 1, got {getattr(self, name)}"
-                )
-        if self.learning_rate <= 0 or not 0 <= self.min_lr <= self.learning_rate:
-            raise ValueError("need 0 <= min_lr <= learning_rate and learning_rate > 0")
-        if self.warmup_steps < 0 or self.grad_clip < 0 or self.weight_decay < 0:
-            raise ValueError("warmup_steps, grad_clip and weight_decay must be >= 0")
-        if self.dtype not in DTYPES:
-            raise ValueError(
-                f"dtype must be one of {sorted(DTYPES)}, got {self.dtype!r}"
-            )
+        check("weight_decay", 0 <= self.weight_decay < inf, "a finite number >= 0")
+        check("grad_clip", 0 <= self.grad_clip < inf, "a finite number >= 0 (0: off)")
+        check("beta1", 0 <= self.beta1 < 1, "in [0, 1)")
+        check("beta2", 0 <= self.beta2 < 1, "in [0, 1)")
+        check("dtype", self.dtype in DTYPES, f"one of {sorted(DTYPES)}")
 
 
 # --8<-- [end:config]
@@ -243,27 +254,36 @@ def estimate_loss(
     eval_batches: int,
     device: torch.device | str = "cpu",
     seed: int | None = None,
-) -> dict[str, float]:
+    keep_going: Callable[[int, int], bool] | None = None,
+) -> dict[str, float] | None:
     """Mean loss over `eval_batches` random batches of each split, with dropout off.
 
     With a `seed`, the batches come from a generator of their own: every evaluation
     sees the same windows, and the training's random numbers are left untouched.
+    `keep_going(done, total)`, if given, is called before each batch with the number
+    of batches done and to do: it can show progress, and when it returns False the
+    evaluation stops there and returns None (`train` stops this way on Ctrl-C).
     """
     generator = torch.Generator().manual_seed(seed) if seed is not None else None
     was_training = model.training
     model.eval()
     out = {}
-    for name, data in splits.items():
-        losses = torch.zeros(
-            eval_batches, device=device
-        )  # on the device: no sync per batch
-        for i in range(eval_batches):
-            x, y = get_batch(
-                data, batch_size, model.config.block_size, device, generator
-            )
-            losses[i] = model(x, y)[1]
-        out[name] = losses.mean().item()
-    model.train(was_training)
+    done, total = 0, len(splits) * eval_batches
+    try:
+        for name, data in splits.items():
+            # on the device: no sync per batch
+            losses = torch.zeros(eval_batches, device=device)
+            for i in range(eval_batches):
+                if keep_going is not None and not keep_going(done, total):
+                    return None
+                x, y = get_batch(
+                    data, batch_size, model.config.block_size, device, generator
+                )
+                losses[i] = model(x, y)[1]
+                done += 1
+            out[name] = losses.mean().item()
+    finally:
+        model.train(was_training)  # also when stopped half-way
     return out
 
 
@@ -308,14 +328,21 @@ class Checkpointer(Protocol):
 
 
 class MetricsLog:
-    """Records appended to out_dir/metrics.jsonl, one JSON object per line."""
+    """Records appended to out_dir/metrics.jsonl, one JSON object per line.
 
-    def __init__(self, out_dir: str | Path | None, append: bool):
+    A new run (`resume_step` 0) starts the file afresh. A resumed run keeps the
+    records up to the step it resumes from and drops any later ones: a run that
+    crashed wrote them after its last checkpoint, and the resumed run writes them again.
+    """
+
+    def __init__(self, out_dir: str | Path | None, resume_step: int = 0):
         self.file = None
         if out_dir is not None:
             Path(out_dir).mkdir(parents=True, exist_ok=True)
             path = Path(out_dir) / METRICS_NAME
-            self.file = open(path, "a" if append else "w", encoding="utf-8")
+            if resume_step > 0 and path.exists():
+                keep_records_until(path, resume_step)
+            self.file = open(path, "a" if resume_step > 0 else "w", encoding="utf-8")
 
     def write(self, record: dict[str, Any]) -> dict[str, Any]:
         if self.file is not None:
@@ -329,6 +356,22 @@ class MetricsLog:
     def __exit__(self, *exc: Any) -> None:
         if self.file is not None:
             self.file.close()
+
+
+def keep_records_until(path: Path, step: int) -> None:
+    """Drop the records of `path` after `step`, and a last line cut short by a crash.
+    Atomically: a temporary file replaces the old one, so a crash here loses nothing."""
+
+    def kept(line: str) -> bool:
+        try:
+            return json.loads(line)["step"] <= step
+        except ValueError:  # not JSON: the line a crash was writing
+            return False
+
+    lines = path.read_text(encoding="utf-8").splitlines()
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text("".join(line + "\n" for line in lines if kept(line)), "utf-8")
+    tmp.replace(path)
 
 
 # --8<-- [start:ctrl_c]
@@ -404,12 +447,34 @@ def evaluate(
     config: TrainConfig,
     device: torch.device,
     step: int,
-) -> dict[str, Any]:
-    """The evaluation record of one step: the loss on both splits."""
+    ctrl_c: StopOnCtrlC | None = None,
+    bar: tqdm | None = None,
+) -> dict[str, Any] | None:
+    """The evaluation record of one step: the loss on both splits. With a progress
+    `bar`, it shows how far the evaluation is; a Ctrl-C (`ctrl_c`) stops it between
+    two batches, and then there is no record (None)."""
+    # the bar's loss and throughput, put back afterwards (a disabled bar has none)
+    postfix = getattr(bar, "postfix", None)
+
+    def keep_going(done: int, total: int) -> bool:
+        if bar is not None:
+            bar.set_postfix_str(f"evaluating {done}/{total}")
+        return ctrl_c is None or not ctrl_c.requested
+
     splits = {"train": train_data, "val": val_data}
     losses = estimate_loss(
-        model, splits, config.batch_size, config.eval_batches, device, seed=config.seed
+        model,
+        splits,
+        config.batch_size,
+        config.eval_batches,
+        device,
+        seed=config.seed,
+        keep_going=keep_going,
     )
+    if bar is not None:
+        bar.set_postfix_str(postfix or "")
+    if losses is None:
+        return None
     return {"step": step, "train_loss": losses["train"], "val_loss": losses["val"]}
 
 
@@ -455,7 +520,7 @@ def train(
     start, step_seconds = time.perf_counter(), 0.0  # training time since the last log
     model.train()
     with (
-        MetricsLog(out_dir, append=state.step > 0) as log,
+        MetricsLog(out_dir, resume_step=state.step) as log,
         tqdm(
             total=config.max_steps,
             initial=state.step,
@@ -465,11 +530,18 @@ def train(
         ) as bar,
         StopOnCtrlC() as ctrl_c,
     ):
-        if state.step == 0:  # the loss before training: about ln(vocab_size)
-            result.history.append(
-                log.write(evaluate(model, train_data, val_data, config, device, 0))
+
+        def evaluate_and_log() -> None:
+            record = evaluate(
+                model, train_data, val_data, config, device, state.step, ctrl_c, bar
             )
-        while state.step < config.max_steps:
+            if record is not None:  # None: a Ctrl-C stopped the evaluation half-way
+                result.history.append(log.write(record))
+
+        if state.step == 0:  # the loss before training: about ln(vocab_size)
+            evaluate_and_log()
+        # a Ctrl-C during that first evaluation ends the run before its first step
+        while state.step < config.max_steps and not ctrl_c.requested:
             tick = time.perf_counter()
             loss, grad_norm, lr = take_step(
                 state, step_model, train_data, autocast, device
@@ -489,22 +561,18 @@ def train(
                         "tokens_per_sec": tokens_per_sec,
                     }
                 )
-            stop = ctrl_c.requested or state.step == stop_at_step
             done = state.step == config.max_steps
-            if state.step % config.eval_interval == 0 or done:
-                result.history.append(
-                    log.write(
-                        evaluate(
-                            model, train_data, val_data, config, device, state.step
-                        )
-                    )
-                )
-                if checkpoint is not None and not (stop or done):
-                    checkpoint.save(state)  # the last checkpoint comes after the loop
-            if stop:
-                result.interrupted = ctrl_c.requested
-                result.stopped_early = not ctrl_c.requested
+            evaluating = state.step % config.eval_interval == 0 or done
+            if evaluating:
+                evaluate_and_log()
+            if ctrl_c.requested:
                 break
+            if state.step == stop_at_step:
+                result.stopped_early = True
+                break
+            if evaluating and checkpoint is not None and not done:
+                checkpoint.save(state)  # the last checkpoint comes after the loop
+        result.interrupted = ctrl_c.requested
         if checkpoint is not None:  # at the end, at stop_at_step, or after a Ctrl-C
             result.checkpoint = checkpoint.save(state)
     result.steps = state.step

@@ -21,6 +21,10 @@ import torch
 DEVICE_ENV_VAR = "GPTLIB_DEVICE"
 
 
+class DeviceError(RuntimeError):
+    """A device was asked for that is not there, or that does not exist."""
+
+
 def get_device(preferred: str | None = None) -> torch.device:
     """Return the best available device: CUDA, then Apple's MPS, then the CPU.
 
@@ -30,19 +34,32 @@ def get_device(preferred: str | None = None) -> torch.device:
     """
     choice = preferred or os.environ.get(DEVICE_ENV_VAR)
     if choice:
-        device = torch.device(choice)
+        source = "" if preferred else f" (from ${DEVICE_ENV_VAR})"
+        try:
+            device = torch.device(choice)
+        except RuntimeError:
+            raise DeviceError(
+                f"unknown device {choice!r}{source}: use cpu, cuda, cuda:N or mps"
+            ) from None
         if device.type == "cuda" and not torch.cuda.is_available():
-            raise RuntimeError(
-                f"device {choice!r} was asked for, but CUDA is not available here"
+            raise DeviceError(
+                f"device {choice!r} was asked for{source}, "
+                "but CUDA is not available here"
             )
         if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
-            raise RuntimeError(
-                f"device {choice!r} was asked for, but there are "
+            raise DeviceError(
+                f"device {choice!r} was asked for{source}, but there are "
                 f"{torch.cuda.device_count()} GPU(s)"
             )
         if device.type == "mps" and not torch.backends.mps.is_available():
-            raise RuntimeError(
-                f"device {choice!r} was asked for, but MPS is not available here"
+            raise DeviceError(
+                f"device {choice!r} was asked for{source}, "
+                "but MPS is not available here"
+            )
+        if device.type not in ("cpu", "cuda", "mps"):
+            raise DeviceError(
+                f"device {choice!r}{source} is not one gptlib trains on: "
+                "use cpu, cuda, cuda:N or mps"
             )
         return device
     if torch.cuda.is_available():

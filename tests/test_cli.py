@@ -53,11 +53,11 @@ def test_bad_values_give_one_line_errors(tmp_path, capsys, monkeypatch):
     assert main(["train", "--preset", "nano", "--steps", "0", "--no-progress"]) == 2
     assert "max_steps must be >= 1" in capsys.readouterr().err
     assert main(["train", "--corpus", "nope", "--no-progress"]) == 2
-    assert "unknown corpus 'nope'" in capsys.readouterr().err
+    assert "--corpus 'nope': neither a corpus name" in capsys.readouterr().err
     assert main(["sample"]) == 2
     assert "no checkpoint in runs" in capsys.readouterr().err
     (tmp_path / "bad.safetensors").write_bytes(b"\x00" * 64)
-    assert main(["sample", "--checkpoint", "bad.safetensors"]) == 2
+    assert main(["sample", "--checkpoint", "bad.safetensors"]) == 1  # found, unreadable
     assert "not a readable checkpoint" in capsys.readouterr().err
 
 

@@ -569,7 +569,7 @@ def test_cli_finetune_errors(source_checkpoint, capsys):
     assert main(["finetune", "--from", "missing", "--task", "classify"]) == 2
     assert "no checkpoint at missing" in capsys.readouterr().err
     assert cli("finetune --from runs/nano --task continue --lora-rank 0") == 2
-    assert "rank must be >= 1" in capsys.readouterr().err
+    assert "--lora-rank must be 1 or more" in capsys.readouterr().err
     assert (
         main(["finetune", "--from", "runs/nano", "--task", "instruct", "--steps", "0"])
         == 2
@@ -580,6 +580,6 @@ def test_cli_finetune_errors(source_checkpoint, capsys):
     )
     assert (
         cli("finetune --from runs/nano --task continue --corpus", "runs/nano/other.txt")
-        == 2
+        == 1  # the flags are fine; the text holds a character the model never saw
     )
     assert "not in the vocabulary" in capsys.readouterr().err

@@ -35,6 +35,56 @@ def test_sample_next_rejects_bad_arguments():
         sample_next(torch.zeros(1, 3), top_k=0)
 
 
+BAD_SETTINGS = [
+    (dict(max_new_tokens=-1), "max_new_tokens must be an integer >= 0, got -1"),
+    (dict(temperature=float("nan")), "temperature must be a finite number >= 0"),
+    (dict(temperature=-0.5), "temperature must be a finite number >= 0, got -0.5"),
+    (dict(temperature=float("inf")), "temperature must be a finite number >= 0"),
+    (dict(top_k=0), "top_k must be an integer >= 1, got 0"),
+    (dict(top_k=2.5), "top_k must be an integer >= 1, got 2.5"),
+    (dict(top_p=0.0), r"top_p must be in \(0, 1\], got 0.0"),
+    (dict(top_p=float("nan")), r"top_p must be in \(0, 1\], got nan"),
+]
+
+
+@pytest.mark.parametrize("settings, message", BAD_SETTINGS)
+def test_bad_settings_fail_before_the_model_runs(settings, message):
+    torch.manual_seed(0)
+    tok = CharTokenizer.train("abcdefghijklmnopqrst")
+    model = GPT(CFG)
+    calls = []
+    model.register_forward_pre_hook(lambda module, args: calls.append(1))
+    kwargs = {"max_new_tokens": 5, **settings}
+    with pytest.raises(ValueError, match=message):
+        generate(model, tok, "abc", **kwargs)
+    with pytest.raises(ValueError, match=message):
+        next(stream(model, tok, "abc", **kwargs))
+    n = kwargs.pop("max_new_tokens")
+    with pytest.raises(ValueError, match=message):
+        next(generate_tokens(model, torch.zeros(1, 1, dtype=torch.long), n, **kwargs))
+    assert calls == [] and model.training  # no forward pass; the mode is restored
+
+
+def test_zero_new_tokens_give_back_the_prompt():
+    torch.manual_seed(0)
+    tok = CharTokenizer.train("abcdefghijklmnopqrst")
+    model = GPT(CFG)
+    assert generate(model, tok, "abc", max_new_tokens=0) == "abc"
+    assert list(stream(model, tok, "abc", max_new_tokens=0)) == []
+    assert list(generate_tokens(model, torch.zeros(1, 1, dtype=torch.long), 0)) == []
+
+
+@pytest.mark.parametrize("temperature", [0.0, 1.0])
+def test_nan_weights_give_a_clear_error(temperature):
+    torch.manual_seed(0)
+    tok = CharTokenizer.train("abcdefghijklmnopqrst")
+    model = GPT(CFG)
+    with torch.no_grad():
+        model.blocks[0].mlp.c_fc.weight[0, 0] = float("nan")  # one NaN spreads to all
+    with pytest.raises(ValueError, match="logits are NaN or infinite"):
+        generate(model, tok, "abc", max_new_tokens=5, temperature=temperature)
+
+
 def test_generation_beyond_block_size_crops_context():
     torch.manual_seed(0)
     model = GPT(CFG).eval()

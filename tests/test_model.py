@@ -120,3 +120,14 @@ def test_num_params_without_the_position_embeddings():
     assert model.num_params(non_embedding=True) == model.num_params() - positions
     # the token embedding is also the output layer (tied): it stays in the count
     assert model.num_params(non_embedding=True) > model.tok_emb.weight.numel()
+
+
+def test_loss_takes_targets_that_are_not_contiguous():
+    torch.manual_seed(0)
+    model = GPT(CFG)
+    data = torch.randint(0, 50, (3, 17))
+    x, y = data[:, :-1], data[:, 1:]  # two views of one tensor: neither is contiguous
+    assert not y.is_contiguous()
+    _, loss = model(x, y)
+    _, expected = model(x.contiguous(), y.contiguous())
+    assert torch.equal(loss, expected)

@@ -64,3 +64,26 @@ def test_untied_head_and_other_activations_are_refused():
     _, relu_cfg = reference(activation_function="relu")
     with pytest.raises(ValueError, match="activation_function='relu'"):
         config_from_hf(relu_cfg)
+
+
+@pytest.mark.parametrize(
+    "option, value",
+    [
+        ("scale_attn_weights", False),
+        ("scale_attn_by_inverse_layer_idx", True),
+        ("n_inner", 100),
+    ],
+)
+def test_variants_gptlib_does_not_have_are_refused(option, value):
+    _, cfg = reference(**{option: value})
+    with pytest.raises(ValueError, match=f"^{option}={value}: gptlib"):
+        config_from_hf(cfg)
+
+
+def test_reorder_and_upcast_attn_gives_the_same_logits():
+    # it only changes how the scores are computed (upcast to float32): accepted
+    hf, cfg = reference(reorder_and_upcast_attn=True, attn_implementation="eager")
+    ours = gpt_from_hf_state_dict(hf.state_dict(), config_from_hf(cfg)).eval()
+    idx = torch.randint(0, 100, (3, 32))
+    with torch.no_grad():
+        assert torch.allclose(hf(idx).logits, ours(idx)[0], atol=1e-5)

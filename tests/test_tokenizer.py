@@ -1,16 +1,19 @@
 import json
 import random
 import re
+import time
 from pathlib import Path
 
 import pytest
 import torch
 
 from gptlib.tokenizer import (
+    KNOWN_PATTERNS,
     SPLIT_PATTERN,
     BPETokenizer,
     CharTokenizer,
     UnknownCharacterError,
+    UnknownPatternError,
     count_pairs,
     load_tokenizer,
     merge_pair,
@@ -294,3 +297,75 @@ def test_bpe_does_not_learn_special_tokens_as_text():
     )
     learned = {tok.token_str(256 + k) for k in range(len(tok.merges))}
     assert not any("|" in t or "endoftext" in t for t in learned)
+
+
+# A split pattern that backtracks exponentially: encoding "a" * 24 + "!" with it takes
+# over a second, and every further "a" doubles the time.
+CRAFTED_PATTERN = r"(a|a)+$|[\s\S]"
+
+
+def test_crafted_pattern_is_refused_on_load_fast(tmp_path):
+    data = {**BPETokenizer().to_dict(), "pattern": CRAFTED_PATTERN}
+    path = tmp_path / "evil.json"
+    path.write_text(json.dumps(data), encoding="utf-8")
+    t0 = time.perf_counter()
+    with pytest.raises(UnknownPatternError) as err:
+        load_tokenizer(path)
+    assert time.perf_counter() - t0 < 0.1
+    assert isinstance(err.value, ValueError) and err.value.pattern == CRAFTED_PATTERN
+    message = str(err.value)
+    assert "\n" not in message and "KNOWN_PATTERNS.add(pattern)" in message
+    with pytest.raises(UnknownPatternError):
+        tokenizer_from_dict(data)
+    for odd in (None, 3, ["a"], SPLIT_PATTERN + "|(a|a)+$"):
+        with pytest.raises(UnknownPatternError):
+            tokenizer_from_dict({**data, "pattern": odd})
+
+
+def test_crafted_pattern_in_a_checkpoint_is_refused(tmp_path):
+    from gptlib import GPT, GPTConfig, load_checkpoint, save_checkpoint
+
+    tok = BPETokenizer(pattern=CRAFTED_PATTERN)  # in Python: the programmer's choice
+    model = GPT(GPTConfig(vocab_size=256, block_size=8, n_layer=1, n_head=1, n_embd=8))
+    path = save_checkpoint(tmp_path / "c.safetensors", model, tokenizer=tok)
+    t0 = time.perf_counter()
+    with pytest.raises(ValueError, match="refusing the tokenizer's split pattern"):
+        load_checkpoint(path)
+    assert time.perf_counter() - t0 < 1.0
+
+
+def test_known_pattern_loads_and_a_trusted_one_can_be_added(tmp_path, monkeypatch):
+    assert SPLIT_PATTERN in KNOWN_PATTERNS
+    tok = BPETokenizer.train("the cat sat on the mat " * 5, vocab_size=260)
+    back = load_tokenizer(tok.save(tmp_path / "known.json"))
+    assert back.pattern == SPLIT_PATTERN and back.merges == tok.merges
+    whole = BPETokenizer.train("abab abab", vocab_size=258, pattern=r"(?s).+")
+    path = whole.save(tmp_path / "whole.json")
+    with pytest.raises(UnknownPatternError):
+        load_tokenizer(path)
+    monkeypatch.setattr("gptlib.tokenizer.KNOWN_PATTERNS", KNOWN_PATTERNS | {r"(?s).+"})
+    assert load_tokenizer(path).encode("abab abab") == whole.encode("abab abab")
+
+
+def test_bpe_save_reload_round_trips(tmp_path, bpe):
+    back = load_tokenizer(bpe.save(tmp_path / "bpe.json"))
+    assert back.to_dict() == bpe.to_dict()
+    assert back.special_tokens == bpe.special_tokens
+    for text in SAMPLES + ["a<|endoftext|>b"]:
+        ids = bpe.encode(text, allowed_special="all")
+        assert back.encode(text, allowed_special="all") == ids
+        assert back.decode(ids) == text
+
+
+def test_a_tokenizer_file_cannot_build_huge_tokens():
+    """Each merge may join a token with itself: 24 of them would build a 16 MB token,
+    40 a terabyte one. Loading refuses the first merge past MAX_TOKEN_BYTES."""
+    from gptlib.tokenizer import MAX_TOKEN_BYTES, BPETokenizer
+
+    doubling = [[97, 97]] + [[256 + k, 256 + k] for k in range(39)]
+    data = {**BPETokenizer().to_dict(), "merges": doubling}
+    with pytest.raises(ValueError, match="makes a token of 2,048 bytes"):
+        BPETokenizer.from_dict(data)
+    assert MAX_TOKEN_BYTES == 1024
+    ok = {**data, "merges": doubling[:10]}  # 1,024 bytes: allowed
+    assert BPETokenizer.from_dict(ok).decode([256 + 9]) == "a" * 1024

@@ -1,11 +1,14 @@
 import json
 import math
 import os
+import shutil
 import signal
+import time
 
 import pytest
 import torch
 
+from gptlib import training
 from gptlib.checkpoint import CHECKPOINT_NAME, RunCheckpoint, load_checkpoint
 from gptlib.model import GPT, GPTConfig
 from gptlib.training import (
@@ -81,6 +84,32 @@ def test_train_config_rejects_bad_values():
         train_config("nano", steps=3)
     with pytest.raises(ValueError, match="unknown preset"):
         train_config("huge")
+
+
+NAN, INF = float("nan"), float("inf")
+
+
+@pytest.mark.parametrize(
+    "settings, message",
+    [
+        (dict(learning_rate=NAN), "learning_rate must be a finite number > 0, got nan"),
+        (dict(learning_rate=INF), "learning_rate must be a finite number > 0, got inf"),
+        (dict(min_lr=NAN), "min_lr must be between 0 and learning_rate=0.001, got nan"),
+        (dict(weight_decay=NAN), "weight_decay must be a finite number >= 0, got nan"),
+        (dict(grad_clip=NAN), r"grad_clip must be a finite number >= 0 \(0: off\)"),
+        (dict(grad_clip=INF), r"grad_clip must be a finite number >= 0 .*, got inf"),
+        (dict(grad_clip=-1.0), r"grad_clip must be a finite number >= 0 .*, got -1.0"),
+        (dict(beta1=NAN), r"beta1 must be in \[0, 1\), got nan"),
+        (dict(beta2=1.0), r"beta2 must be in \[0, 1\), got 1.0"),
+        (dict(max_steps=NAN), r"max_steps must be >= 1 \(an integer\), got nan"),
+        (dict(batch_size=2.5), r"batch_size must be >= 1 \(an integer\), got 2.5"),
+        (dict(warmup_steps=-1), r"warmup_steps must be >= 0 \(an integer\), got -1"),
+    ],
+)
+def test_train_config_refuses_nan_inf_and_out_of_range(settings, message):
+    with pytest.raises(ValueError, match=message) as error:
+        TrainConfig(**settings)
+    assert str(error.value).startswith("TrainConfig.") and "\n" not in str(error.value)
 
 
 def test_train_config_takes_the_preset_and_the_overrides():
@@ -200,20 +229,16 @@ def test_ctrl_c_saves_and_resumes(tmp_path):
             os.kill(os.getpid(), signal.SIGINT)
 
     hook = model.register_forward_pre_hook(press_ctrl_c_in_the_20th_forward)
-    result = run(
-        model, data, quick_config(max_steps=1_000_000, eval_interval=10**6), tmp_path
-    )
+    config = quick_config(max_steps=1_000_000, eval_interval=10**6)
+    result = run(model, data, config, tmp_path)
     hook.remove()
     # 8 forwards evaluate at step 0 (4 batches x 2 splits); the 20th is step 12's,
     # which still completes
     assert result.interrupted and result.steps == 12
     assert load_checkpoint(tmp_path / CHECKPOINT_NAME).step == result.steps
+    # the same settings (a resumed run keeps them), 5 steps more
     more = run(
-        GPT(CFG),
-        data,
-        quick_config(max_steps=result.steps + 5, eval_interval=10**6),
-        tmp_path,
-        resume=True,
+        GPT(CFG), data, config, tmp_path, resume=True, stop_at_step=result.steps + 5
     )
     assert more.steps == result.steps + 5 and not more.interrupted
     assert (
@@ -347,3 +372,96 @@ def test_one_host_sync_per_optimizer_step(monkeypatch):
         assert (
             reads == ["tolist"] and isinstance(loss, float) and isinstance(norm, float)
         )
+
+
+def test_resume_after_a_crash_drops_the_records_written_after_the_checkpoint(tmp_path):
+    """A run that crashed had logged steps its last checkpoint does not hold; the
+    resumed run repeats those steps, and the log keeps each step once."""
+    data = pattern_data()
+    torch.manual_seed(0)
+    run(GPT(CFG), data, quick_config(), tmp_path / "straight")
+    torch.manual_seed(0)  # the same initial weights
+    run(GPT(CFG), data, quick_config(), tmp_path / "run", stop_at_step=20)
+    saved = tmp_path / "saved.safetensors"
+    shutil.copy(tmp_path / "run" / CHECKPOINT_NAME, saved)  # step 20
+    run(GPT(CFG), data, quick_config(), tmp_path / "run", resume=True, stop_at_step=35)
+    # the crash: the checkpoint of step 20 is the last one, the log goes on to step
+    # 35 and ends in a line cut short
+    shutil.copy(saved, tmp_path / "run" / CHECKPOINT_NAME)
+    with open(tmp_path / "run" / METRICS_NAME, "a", encoding="utf-8") as f:
+        f.write('{"step": 40, "lo')
+    run(GPT(CFG), data, quick_config(), tmp_path / "run", resume=True)
+
+    def strip(log):
+        return [{k: v for k, v in r.items() if k != "tokens_per_sec"} for r in log]
+
+    log = read_metrics(tmp_path / "run" / METRICS_NAME)
+    assert strip(log) == strip(read_metrics(tmp_path / "straight" / METRICS_NAME))
+    left = [p.name for p in (tmp_path / "run").iterdir() if p.suffix == ".tmp"]
+    assert left == []  # the log was rewritten through a temporary file, now gone
+
+
+class StopDuringEvaluation:
+    """Sets the flag of train's StopOnCtrlC, as its handler does on a Ctrl-C, while
+    `train` draws evaluation batch number `at` (counting all evaluations of the run)."""
+
+    def __init__(self, monkeypatch, at: int):
+        self.at, self.drawn, self.when = at, 0, None
+        stoppers = self.stoppers = []
+
+        class Recorded(training.StopOnCtrlC):
+            def __enter__(self):
+                stoppers.append(self)
+                return super().__enter__()
+
+        self.real_get_batch = training.get_batch
+        monkeypatch.setattr(training, "StopOnCtrlC", Recorded)
+        monkeypatch.setattr(training, "get_batch", self.get_batch)
+
+    def get_batch(self, *args, **kwargs):
+        if not torch.is_grad_enabled():  # estimate_loss draws under no_grad
+            self.drawn += 1
+            if self.drawn == self.at:
+                self.stoppers[-1].requested = True
+                self.when = time.perf_counter()
+        return self.real_get_batch(*args, **kwargs)
+
+
+def test_ctrl_c_during_the_first_evaluation_stops_within_a_batch(
+    tmp_path, monkeypatch, capsys
+):
+    data = pattern_data()
+    torch.manual_seed(0)
+    model = GPT(CFG)
+    stop = StopDuringEvaluation(monkeypatch, at=3)
+    # 2 x 5000 batches: many seconds, were the evaluation to run to its end
+    config = quick_config(eval_batches=5000, progress=True)
+    result = run(model, data, config, tmp_path)
+    seconds = time.perf_counter() - stop.when
+    assert stop.drawn == 3 and seconds < 1.0, (stop.drawn, seconds)
+    assert result.interrupted and result.steps == 0 and result.history == []
+    assert load_checkpoint(tmp_path / CHECKPOINT_NAME).step == 0
+    assert read_metrics(tmp_path / METRICS_NAME) == []  # no half evaluation
+    assert model.training  # estimate_loss put the mode back
+    assert "evaluating 2/10000" in capsys.readouterr().err  # on the progress bar
+
+
+def test_ctrl_c_during_a_later_evaluation_saves_that_step_and_resumes(
+    tmp_path, monkeypatch
+):
+    data = pattern_data()
+    torch.manual_seed(0)
+    # 8 batches per evaluation (4 per split): batch 10 is in step 20's evaluation
+    stop = StopDuringEvaluation(monkeypatch, at=10)
+    result = run(GPT(CFG), data, quick_config(), tmp_path)
+    assert stop.drawn == 10 and result.interrupted and result.steps == 20
+    assert [r["step"] for r in result.history] == [0]  # step 20's was not finished
+    assert load_checkpoint(tmp_path / CHECKPOINT_NAME).step == 20
+    assert max(r["step"] for r in read_metrics(tmp_path / METRICS_NAME)) == 20
+    monkeypatch.undo()
+    more = run(GPT(CFG), data, quick_config(), tmp_path, resume=True)
+    assert more.steps == 60 and not more.interrupted
+    evals = [
+        r["step"] for r in read_metrics(tmp_path / METRICS_NAME) if "val_loss" in r
+    ]
+    assert evals == [0, 40, 60]
