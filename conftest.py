@@ -204,15 +204,31 @@ class PageSession:
         shutil.rmtree(self.cwd, ignore_errors=True)
 
 
+# A Chinese page shows the same code blocks and outputs as its English twin (only the
+# prose differs): running the English page runs its code, and the suite does not pay
+# twice. PAGES_BOTH_LANGUAGES=1 runs the Chinese pages too.
+SAME_AS_ENGLISH = "same code and output as"
+
+
 class DocPage(pytest.File):
     def collect(self):
         self.session_ = None
         self.blocks_: list[DocBlock] = []
+        english_runs = not os.environ.get(
+            "PAGES_BOTH_LANGUAGES"
+        ) and pagecode.english_twin_runs(self.path)
         for block in pagecode.extract(self.path):
             item = DocBlock.from_parent(
                 self, name=f"line {block.line}", block=block, index=len(self.blocks_)
             )
-            if block.kind == "shown":
+            if english_runs and block.kind in ("python", "shell"):
+                item.add_marker(
+                    pytest.mark.skip(
+                        reason=f"{SAME_AS_ENGLISH} {pagecode.twin(self.path).name}, "
+                        "which runs it (checked block by block: tests/pagecode.py)"
+                    )
+                )
+            elif block.kind == "shown":
                 item.add_marker(
                     pytest.mark.skip(reason=f"shown, not run: {block.skip_reason}")
                 )
@@ -350,13 +366,14 @@ def pytest_collection_modifyitems(
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     # count blocks that were explicitly not run (their skip happens at setup)
-    if (
-        report.when == "setup"
-        and report.skipped
-        and "shown, not run" in str(report.longrepr)
-    ):
+    if report.when == "setup" and report.skipped:
         lang = "zh" if ".zh.md" in report.nodeid else "en"
-        pytest_runtest_logreport.config._page_counts[(lang, "shown, not run")] += 1  # type: ignore[attr-defined]
+        for kind, reason in (
+            ("shown, not run", "shown, not run"),
+            ("run in English", SAME_AS_ENGLISH),
+        ):
+            if reason in str(report.longrepr):
+                pytest_runtest_logreport.config._page_counts[(lang, kind)] += 1  # type: ignore[attr-defined]
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
@@ -368,7 +385,13 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
     if not counts:
         return
     terminalreporter.section("page code blocks")
-    kinds = ["python run", "shell run", "output checked", "shown, not run"]
+    kinds = [
+        "python run",
+        "shell run",
+        "output checked",
+        "shown, not run",
+        "run in English",
+    ]
     terminalreporter.write_line(
         f"{'language':<10}" + "".join(f"{k:>16}" for k in kinds)
     )

@@ -92,12 +92,33 @@ def keep(lines: list[str]) -> list[str]:
     return [line for line in lines if line and "--8<--" not in line]
 
 
-def snapshot(version: int) -> dict:
+def read_glossary(path: Path) -> list[list[str]]:
+    """The (English, Chinese) pairs of a terms file; a malformed one stops the script
+    with one line that names the file and the entry."""
+    try:
+        terms = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+        raise SystemExit(f"error: {path}: {' '.join(str(e).split())}") from None
+    if not isinstance(terms, list):
+        raise SystemExit(f"error: {path}: expected a list of terms, got {terms!r:.60}")
+    for i, term in enumerate(terms, 1):
+        ok = isinstance(term, dict) and all(
+            isinstance(term.get(key), str) and term[key].strip() for key in ("en", "zh")
+        )
+        if not ok:
+            raise SystemExit(
+                f"error: {path}: term {i} needs non-empty 'en' and 'zh' strings, "
+                f"got {term!r:.80}"
+            )
+    return [[t["en"], t["zh"]] for t in terms]
+
+
+def snapshot(version: int, terms: Path) -> dict:
     pages = english_pages()
     commit = subprocess.run(
         ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True
     ).stdout.strip()
-    terms = yaml.safe_load((ROOT / "terms.yml").read_text(encoding="utf-8"))
+    glossary = read_glossary(terms)  # before any other work: a bad file stops here
     return {
         "name": "course",
         "version": version,
@@ -124,7 +145,7 @@ def snapshot(version: int) -> dict:
             ),
             "code": keep(code_lines()),
         },
-        "glossary": [[t["en"], t["zh"]] for t in terms],
+        "glossary": glossary,
     }
 
 
@@ -141,9 +162,15 @@ def main() -> None:
         type=Path,
         help="where to write (default: gptlib/corpora/course-vN.json.gz)",
     )
+    parser.add_argument(
+        "--terms",
+        type=Path,
+        default=ROOT / "terms.yml",
+        help="the terms table whose pairs become the glossary (default: terms.yml)",
+    )
     args = parser.parse_args()
     data = json.dumps(
-        snapshot(args.version), ensure_ascii=False, sort_keys=True, indent=0
+        snapshot(args.version, args.terms), ensure_ascii=False, sort_keys=True, indent=0
     ).encode("utf-8")
     out = args.out or ROOT / "gptlib" / "corpora" / f"course-v{args.version}.json.gz"
     # mtime=0: the same bytes every time

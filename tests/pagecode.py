@@ -253,6 +253,26 @@ def twin(path: Path) -> Path:
     return path.with_name(path.name[: -len(".md")] + ".zh.md")
 
 
+def runs_the_same(a: Block, b: Block) -> bool:
+    """Two blocks that run the same code and check the same output, the same way."""
+    return (a.lang, a.kind, a.code, a.expected_output, a.ignore_whitespace) == (
+        b.lang,
+        b.kind,
+        b.code,
+        b.expected_output,
+        b.ignore_whitespace,
+    ) and a.tolerance == b.tolerance
+
+
+def english_twin_runs(page: Path) -> bool:
+    """True for a Chinese page whose blocks, every one, run the same as its English
+    twin's: running the English page runs this page's code."""
+    if language(page) != "zh" or not twin(page).exists():
+        return False
+    mine, theirs = extract(page), extract(twin(page))
+    return len(mine) == len(theirs) and all(map(runs_the_same, mine, theirs))
+
+
 def headings(path: Path) -> list[int]:
     """The heading levels of a page, in order (code blocks excluded)."""
     levels, in_fence = [], False

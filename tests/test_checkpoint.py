@@ -126,6 +126,15 @@ def test_truncated_checkpoint_is_never_mistaken_for_a_pickle(tmp_path):
         load_checkpoint(tmp_path / "trunc.safetensors")
 
 
+def test_a_header_that_claims_200_mb_is_refused_unread(tmp_path):
+    """safetensors caps the header at 100 MB: a file cannot make the reader allocate
+    or parse an arbitrarily large header."""
+    path = tmp_path / "huge.safetensors"
+    path.write_bytes((200_000_000).to_bytes(8, "little") + b'{"__metadata__": {}}')
+    with pytest.raises(CheckpointError, match="huge.safetensors.*header too large"):
+        load_checkpoint(path)
+
+
 def test_ctrl_c_during_a_write_keeps_previous_checkpoint(tmp_path, monkeypatch):
     model, opt = trained_model_and_optimizer()
     path = save_checkpoint(tmp_path / "c.safetensors", model, opt, step=1)

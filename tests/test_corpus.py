@@ -14,6 +14,7 @@ import sys
 from importlib import resources
 
 import pagecode
+import pytest
 
 from gptlib import load_corpus
 from gptlib.data import COURSE_CORPUS, course_snapshot
@@ -77,3 +78,33 @@ def test_the_freeze_command_writes_a_loadable_snapshot(tmp_path):
         p["page"] for p in course_snapshot()["pages"]
     }
     assert hashlib.sha256(out.read_bytes()).hexdigest() in done.stdout
+
+
+@pytest.mark.parametrize(
+    "text, words",
+    [
+        ("- en: attention\n  zh: [unclosed\n", "while parsing"),
+        ("en: attention\n", "expected a list of terms"),
+        ("- en: attention\n- en: token\n  zh: 词元\n", "term 1 needs"),
+        ("- en: attention\n  zh: ''\n", "term 1 needs"),
+    ],
+)
+def test_the_freeze_command_names_a_malformed_terms_file(tmp_path, text, words):
+    terms = tmp_path / "terms.yml"
+    terms.write_text(text, encoding="utf-8")
+    out = tmp_path / "course.json.gz"
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(pagecode.ROOT / "scripts" / "freeze_course_corpus.py"),
+            *f"--version 99 --out {out} --terms {terms}".split(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 1
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {terms}: "), done.stderr
+    assert words in lines[0] and "Traceback" not in done.stderr
+    assert not out.exists()

@@ -346,3 +346,45 @@ def test_a_block_that_shows_an_error_must_raise_it(harness_project):
             "*IndexError: list index out of range*",
         ]
     )
+
+
+TWIN_PAGE = """{prose}
+
+```python
+print(1 + 1)
+```
+
+<!--pytest-codeblocks:expected-output-->
+```text
+{output}
+```
+"""
+
+
+def test_a_chinese_page_with_the_same_blocks_runs_in_english(
+    harness_project, monkeypatch
+):
+    """Same code and outputs: the English page runs them, the Chinese blocks are
+    reported as skipped (never as passed); any difference, and the Chinese page runs on
+    its own, as it does with PAGES_BOTH_LANGUAGES=1."""
+    docs = harness_project.path / "docs"
+    (docs / "page.md").unlink()
+    (docs / "two.md").write_text(TWIN_PAGE.format(prose="Two.", output="2"), "utf-8")
+    zh = docs / "two.zh.md"
+    zh.write_text(TWIN_PAGE.format(prose="二。", output="2"), "utf-8")
+    monkeypatch.delenv("PAGES_BOTH_LANGUAGES", raising=False)
+    result = harness_project.runpytest_subprocess(
+        "docs", "-p", "no:cacheprovider", "-ra"
+    )
+    result.assert_outcomes(passed=2, skipped=1)  # two.md's block, the figures item
+    result.stdout.fnmatch_lines(["zh *0 *1", "*same code and output as two.md*"])
+
+    monkeypatch.setenv("PAGES_BOTH_LANGUAGES", "1")
+    result = harness_project.runpytest_subprocess("docs", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=3)
+
+    monkeypatch.delenv("PAGES_BOTH_LANGUAGES")
+    zh.write_text(TWIN_PAGE.format(prose="二。", output="3"), "utf-8")
+    result = harness_project.runpytest_subprocess("docs", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=2, failed=1)  # the differing page ran, and failed
+    result.stdout.fnmatch_lines(["*printed output differs from the page*"])

@@ -38,3 +38,6 @@ def test_same_code_block_for_block(en):
             f"expected output differs: {where}"
         )
         assert x.tolerance == y.tolerance, f"output tolerance differs: {where}"
+        assert x.ignore_whitespace == y.ignore_whitespace, where
+    # so the English page's run checks the Chinese page's code (conftest.py)
+    assert pagecode.english_twin_runs(zh)
