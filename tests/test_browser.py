@@ -1,0 +1,172 @@
+"""The built site in a real browser: headless Chromium (Debian's `chromium` package,
+driven by Playwright), against the site served on 127.0.0.1, with no network.
+
+For every page in both languages: no console errors and no failed requests (the site
+serves everything it needs itself, MathJax included); the language switcher leads to the
+same page in the other language; every code block has a copy button; every formula is
+rendered; every figure loads; at a phone's width (390 px) the page does not scroll
+sideways. Screenshots of a few pages (both languages, light and dark, desktop and
+phone) are written to site-test/screenshots/ for a person to look at.
+
+`./dev` installs Chromium and a CJK font where it can (Debian, as root); elsewhere these
+tests skip and say why.
+"""
+
+import functools
+import http.server
+import os
+import shutil
+import subprocess
+import sys
+import threading
+
+import pagecode
+import pytest
+
+playwright = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+if CHROMIUM is None:
+    reason = "no Chromium: install Debian's chromium and fonts-noto-cjk (./dev does)"
+    pytest.skip(reason, allow_module_level=True)
+
+SITE = pagecode.ROOT / "site-test"  # the build these tests read, and their screenshots
+PHONE = {"width": 390, "height": 844}
+DESKTOP = {"width": 1280, "height": 800}
+SCREENSHOTS = [  # (page, language, colour scheme, viewport)
+    ("06-attention", "en", "light", "desktop"),
+    ("06-attention", "zh", "dark", "desktop"),
+    ("05-embeddings", "zh", "light", "phone"),
+    ("", "en", "dark", "phone"),
+]
+
+
+def page_paths() -> list[str]:
+    """The URL path of every page, in both languages: '06-attention/', 'zh/...'."""
+    paths = []
+    for page in pagecode.pages("en"):
+        slug = "" if page.stem == "index" else page.stem + "/"
+        paths += [slug, "zh/" + slug]
+    return paths
+
+
+class QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def base_url():
+    """Build the site for a loopback address and serve it from a thread."""
+    server = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", 0), functools.partial(QuietHandler, directory=str(SITE))
+    )
+    url = f"http://127.0.0.1:{server.server_address[1]}/"
+    shutil.rmtree(SITE, ignore_errors=True)
+    env = {**os.environ, "SITE_URL": url, "NO_MKDOCS_2_WARNING": "1"}
+    done = subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(SITE)],
+        cwd=pagecode.ROOT,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield url
+    server.shutdown()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with playwright.sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        yield chromium
+        chromium.close()
+
+
+def open_page(browser, url: str, viewport=DESKTOP, scheme="light"):
+    """The page at `url`, loaded, with what went wrong on the way."""
+    page = browser.new_page(viewport=viewport, color_scheme=scheme)
+    problems = []
+    page.on(
+        "console",
+        lambda m: problems.append(f"console: {m.text}") if m.type == "error" else None,
+    )
+    page.on("pageerror", lambda e: problems.append(f"script error: {e}"))
+    page.on("requestfailed", lambda r: problems.append(f"failed: {r.url} {r.failure}"))
+    page.on(
+        "response",
+        lambda r: (
+            problems.append(f"HTTP {r.status}: {r.url}") if r.status >= 400 else None
+        ),
+    )
+    page.goto(url, wait_until="networkidle")
+    return page, problems
+
+
+@pytest.mark.parametrize("path", page_paths())
+def test_page_in_a_browser(browser, base_url, path):
+    page, problems = open_page(browser, base_url + path)
+    # formulas: MathJax replaces every arithmatex block with its rendering
+    formulas = page.locator(".arithmatex").count()
+    if formulas:
+        rendered = "document.querySelectorAll('.arithmatex mjx-container').length"
+        page.wait_for_function(f"{rendered} >= {formulas}", timeout=15_000)
+    assert problems == [], problems
+
+    code_blocks = page.locator(".md-content pre > code").count()
+    copy_buttons = page.locator(".md-content pre button[data-md-type='copy']").count()
+    assert copy_buttons == code_blocks, (
+        f"{copy_buttons} copy buttons, {code_blocks} code blocks"
+    )
+
+    figures = page.locator(".md-content img")
+    for i in range(figures.count()):
+        width = figures.nth(i).evaluate("img => img.complete && img.naturalWidth")
+        assert width, f"figure {figures.nth(i).get_attribute('src')} did not load"
+
+    # the language switcher: the same page in the other language
+    other = path[3:] if path.startswith("zh/") else "zh/" + path
+    lang = "en" if path.startswith("zh/") else "zh"
+    link = page.locator(f".md-select a[hreflang='{lang}']")
+    assert link.count() == 1
+    assert link.get_attribute("href") is not None
+    target = page.evaluate(
+        "href => new URL(href, location.href).href", link.get_attribute("href")
+    )
+    assert target == base_url + other
+
+    # the same page at a phone's width
+    page.set_viewport_size(PHONE)
+    overflow = page.evaluate(
+        "document.scrollingElement.scrollWidth - window.innerWidth"
+    )
+    assert overflow <= 0, f"the page scrolls sideways by {overflow} px at 390 px"
+    assert problems == [], problems
+    page.close()
+
+
+def test_screenshots_for_review(browser, base_url):
+    out = SITE / "screenshots"
+    out.mkdir(exist_ok=True)
+    for slug, lang, scheme, size in SCREENSHOTS:
+        path = ("zh/" if lang == "zh" else "") + (slug + "/" if slug else "")
+        viewport = PHONE if size == "phone" else DESKTOP
+        page, problems = open_page(browser, base_url + path, viewport, scheme)
+        assert problems == [], problems
+        name = f"{slug or 'home'}-{lang}-{scheme}-{size}.png"
+        page.screenshot(path=str(out / name), full_page=False)
+        page.close()
+        assert (out / name).stat().st_size > 10_000, f"{name} looks empty"
+    print(f"\nscreenshots: {out}")
+
+
+def test_a_cjk_font_is_installed():
+    """Without one, Chinese renders as boxes (in the screenshots too)."""
+    fonts = subprocess.run(
+        ["fc-list", ":lang=zh", "family"], capture_output=True, text=True
+    ).stdout
+    assert fonts.strip(), "no CJK font: install Debian's fonts-noto-cjk (./dev does)"
