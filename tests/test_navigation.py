@@ -67,3 +67,22 @@ def test_the_course_map_links_every_chapter_that_exists(lang):
     for number, link in linked.items():
         if number and number not in CHAPTERS:
             assert link is None, f"{index.name} links chapter {number:02d}: not written"
+
+
+@pytest.mark.parametrize("lang", ["en", "zh"])
+def test_each_page_is_called_in_the_nav_what_its_title_says(lang):
+    """The nav entry (translated for Chinese) is the page's own first heading."""
+    config = yaml_load((pagecode.ROOT / "mkdocs.yml").read_text(encoding="utf-8"))
+    (i18n,) = [
+        p["i18n"] for p in config["plugins"] if isinstance(p, dict) and "i18n" in p
+    ]
+    (zh,) = [entry for entry in i18n["languages"] if entry["locale"] == "zh"]
+    for item in config["nav"]:
+        ((title, name),) = item.items()
+        if name == "index.md":
+            continue  # "Home": the home page's heading is the site's name
+        page = pagecode.DOCS / name
+        if lang == "zh":
+            title, page = zh["nav_translations"][title], pagecode.twin(page)
+        heading = re.search(r"^# (.+)$", page.read_text(encoding="utf-8"), re.M)
+        assert heading and heading.group(1).strip() == title, (page.name, title)
