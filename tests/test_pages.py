@@ -73,3 +73,19 @@ def test_every_committed_figure_is_shown_by_a_page():
     }
     committed = {p.name for p in (pagecode.DOCS / "figures").glob("*.png")}
     assert committed <= shown, f"figures no page shows: {sorted(committed - shown)}"
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
+def test_definitions_keep_their_blank_lines(page):
+    """Sections included one after another in one fence keep the blank lines that part
+    them in the source: no `def` or `class` glued to the line above it."""
+    glued = []
+    for block in pagecode.extract(page):
+        lines = block.code.split("\n") if block.lang == "python" else []
+        for above, line in zip(lines, lines[1:]):
+            if re.match(r"(async def|def|class|@)\b", line) and above.strip():
+                if not above.startswith(("@", "#")):
+                    glued.append(
+                        f"line {block.line}: {line[:40]!r} after {above[:40]!r}"
+                    )
+    assert not glued, glued
