@@ -3,7 +3,8 @@ driven by Playwright), against the site served on 127.0.0.1, with no network.
 
 For every page in both languages: no console errors and no failed requests (the site
 serves everything it needs itself, MathJax included); the language switcher leads to the
-same page in the other language; every code block has a copy button; every formula is
+same page in the other language; a search lists the right chapter first, in each
+language; every code block has a copy button; every formula is
 rendered; every figure loads; at a phone's width (390 px) the page does not scroll
 sideways. Screenshots of a few pages (both languages, light and dark, desktop and
 phone) are written to site-test/screenshots/ for a person to look at.
@@ -145,6 +146,31 @@ def test_page_in_a_browser(browser, base_url, path):
         "document.scrollingElement.scrollWidth - window.innerWidth"
     )
     assert overflow <= 0, f"the page scrolls sideways by {overflow} px at 390 px"
+    assert problems == [], problems
+    page.close()
+
+
+@pytest.mark.parametrize(
+    "site, query, first",
+    [
+        ("", "attention", "06-attention/"),
+        ("", "tokenizer", "04-tokenizer/"),
+        ("zh/", "注意力", "zh/06-attention/"),
+        ("zh/", "分词器", "zh/04-tokenizer/"),
+        ("zh/", "attention", "zh/06-attention/"),  # the English term in parentheses
+        ("zh/", "KV 缓存", "zh/11-generation/"),
+    ],
+)
+def test_search_lists_the_chapter_first(browser, base_url, site, query, first):
+    page, problems = open_page(browser, base_url + site)
+    box = page.locator(".md-search__input")
+    box.click()
+    box.fill(query)  # Material searches on key events: fill, then press a key
+    box.press("End")
+    results = page.locator(".md-search-result__item > a")
+    results.first.wait_for(timeout=15_000)
+    top = results.first.get_attribute("href").split("?")[0]
+    assert top == base_url + first, (query, top)
     assert problems == [], problems
     page.close()
 

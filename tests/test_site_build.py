@@ -47,14 +47,29 @@ def test_included_code_is_on_the_page(site: Path):
     assert "--8&lt;--" not in html and "--8<--" not in html
 
 
+def read_index(path: Path) -> dict:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def test_each_language_has_its_own_search_index(site: Path):
+    """hooks/search_per_language.py: the English pages at search/, the Chinese ones at
+    zh/search/, and the Chinese pages search theirs."""
+    english = read_index(site / "search" / "search_index.json")["docs"]
+    chinese = read_index(site / "zh" / "search" / "search_index.json")["docs"]
+    pages = len(pagecode.pages("en"))
+    assert {d["location"] for d in english if "#" not in d["location"]} == {
+        d["location"] for d in chinese if "#" not in d["location"]
+    }  # the same pages, each in its language
+    assert len([d for d in english if "#" not in d["location"]]) == pages
+    assert not any(d["location"].startswith("zh/") for d in english + chinese)
+    config = (site / "zh" / "06-attention" / "index.html").read_text(encoding="utf-8")
+    assert '"base": "../../zh/"' in config
+
+
 def test_search_index_segments_chinese(site: Path):
-    index = json.loads(
-        (site / "search" / "search_index.json").read_text(encoding="utf-8")
-    )
+    index = read_index(site / "zh" / "search" / "search_index.json")
     separator = index["config"]["separator"]
-    zh_text = " ".join(
-        d["text"] for d in index["docs"] if d["location"].startswith("zh/")
-    )
+    zh_text = " ".join(d["text"] for d in index["docs"])
     assert "\u200b" in zh_text, "jieba did not segment the Chinese pages"
     words = set(
         re.split(

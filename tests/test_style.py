@@ -12,7 +12,15 @@ import pagecode
 import pytest
 
 ROOT = pagecode.ROOT
-PYTHON_PATHS = ["gptlib", "snippets", "tests", "benchmarks", "scripts", "conftest.py"]
+PYTHON_PATHS = [
+    "gptlib",
+    "snippets",
+    "tests",
+    "benchmarks",
+    "scripts",
+    "hooks",
+    "conftest.py",
+]
 SHOWN_FILES = sorted([*ROOT.glob("gptlib/*.py"), *ROOT.glob("snippets/*.py")])
 # a code block of the site at 1280 px shows 88 characters without scrolling
 MAX_COLUMNS = 88
