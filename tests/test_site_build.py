@@ -77,3 +77,28 @@ def test_search_index_segments_chinese(site: Path):
         )
     )
     assert "分词器" in words or "词元" in words
+
+
+def test_the_site_packages_are_pinned_as_in_the_docs_extra():
+    """`./dev serve` installs requirements-site.txt, the rest installs pyproject.toml's
+    docs extra: the same pins in both, and nothing the site needs left out (the strict
+    build imports no more than these: mkdocs.yml's plugins, extensions and hook)."""
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    project = tomllib.loads((pagecode.ROOT / "pyproject.toml").read_text("utf-8"))
+    docs_extra = set(project["project"]["optional-dependencies"]["docs"])
+    site = {
+        line.strip()
+        for line in (pagecode.ROOT / "requirements-site.txt")
+        .read_text("utf-8")
+        .splitlines()
+        if line.strip() and not line.startswith("#")
+    }
+    assert site and site <= docs_extra, site - docs_extra
+    names = {re.split(r"[<>=]", requirement)[0] for requirement in site}
+    assert names == {
+        "mkdocs",
+        "mkdocs-material",
+        "mkdocs-static-i18n",
+        "pymdown-extensions",
+        "jieba",
+    }
