@@ -6,7 +6,9 @@ import os
 import re
 import subprocess
 import sys
+from html.parser import HTMLParser
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
 import pagecode
 import pytest
@@ -102,3 +104,63 @@ def test_the_site_packages_are_pinned_as_in_the_docs_extra():
         "pymdown-extensions",
         "jieba",
     }
+
+
+class Links(HTMLParser):
+    """The hrefs and the ids of one HTML page."""
+
+    def __init__(self):
+        super().__init__()
+        self.hrefs, self.ids = [], set()
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if attrs.get("id"):
+            self.ids.add(attrs["id"])
+        if tag == "a" and attrs.get("href"):
+            self.hrefs.append(attrs["href"])
+
+
+def parse(path: Path) -> Links:
+    links = Links()
+    links.feed(path.read_text(encoding="utf-8"))
+    return links
+
+
+def test_no_broken_internal_links_or_anchors(site: Path):
+    """Every link between the site's own pages, in both languages, reaches a file, and
+    every #anchor an element with that id. The external links are listed, not fetched
+    (no network at test time)."""
+    site_url = re.search(
+        r'SITE_URL, "([^"]+)"', (pagecode.ROOT / "mkdocs.yml").read_text()
+    )
+    site_path = urlsplit(os.environ.get("SITE_URL", site_url[1])).path
+    pages = sorted(site.rglob("*.html"))
+    parsed = {page: parse(page) for page in pages}
+    broken, external, checked = [], set(), 0
+    for page, links in parsed.items():
+        for href in links.hrefs:
+            url = urlsplit(href)
+            if url.scheme in ("http", "https", "mailto"):
+                external.add(href)
+                continue
+            if url.path.startswith("/"):  # absolute (404.html): under site_url's path
+                relative = url.path.removeprefix(site_path)
+                target = (site / unquote(relative)).resolve()
+            else:
+                target = (
+                    (page.parent / unquote(url.path)).resolve() if url.path else page
+                )
+            if target.is_dir():
+                target = target / "index.html"
+            checked += 1
+            if not target.is_file():
+                broken.append(f"{page.relative_to(site)}: {href} (no file)")
+            elif url.fragment and target.suffix == ".html":
+                ids = parsed[target].ids if target in parsed else parse(target).ids
+                if unquote(url.fragment) not in ids:
+                    broken.append(f"{page.relative_to(site)}: {href} (no such anchor)")
+    print(f"\n{checked} internal links checked; {len(external)} external links:")
+    for href in sorted(external):
+        print(f"  {href}")
+    assert checked > 1000 and not broken, broken
