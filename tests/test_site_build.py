@@ -41,6 +41,10 @@ def test_both_languages_are_built(site: Path):
         zh = (site / "zh" / slug / "index.html").read_text(encoding="utf-8")
         assert '<html lang="en"' in en and '<html lang="zh"' in zh
         assert 'hreflang="zh"' in en and 'hreflang="en"' in zh  # the language switcher
+        # "edit this page": each language's own source file
+        edit = "https://github.com/gpt-from-scratch/gpt-from-scratch/edit/main/docs/"
+        assert f'href="{edit}{page.name}"' in en
+        assert f'href="{edit}{pagecode.twin(page).name}"' in zh
 
 
 def test_included_code_is_on_the_page(site: Path):
