@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import doctest
 import io
+import os
 import re
+import subprocess
+import sys
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -291,3 +294,24 @@ def includes(path: Path) -> list[str]:
     return re.findall(
         r"""-+8<-+\s+["']([^"']+)["']""", path.read_text(encoding="utf-8")
     )
+
+
+def build_site(out: Path, site_url: str | None = None) -> None:
+    """`mkdocs build --strict` into `out`, for `site_url` (default: mkdocs.yml's); an
+    error or any warning fails the calling test with MkDocs' own words."""
+    env = {**os.environ, "NO_MKDOCS_2_WARNING": "1"}
+    if site_url is not None:
+        env["SITE_URL"] = site_url
+    done = subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    warnings = [
+        line for line in done.stderr.splitlines() if re.search(r"\bWARNING\b", line)
+    ]
+    assert not warnings, warnings

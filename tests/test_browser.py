@@ -15,10 +15,8 @@ tests skip and say why.
 
 import functools
 import http.server
-import os
 import shutil
 import subprocess
-import sys
 import threading
 
 import pagecode
@@ -64,16 +62,7 @@ def base_url():
     )
     url = f"http://127.0.0.1:{server.server_address[1]}/"
     shutil.rmtree(SITE, ignore_errors=True)
-    env = {**os.environ, "SITE_URL": url, "NO_MKDOCS_2_WARNING": "1"}
-    done = subprocess.run(
-        [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(SITE)],
-        cwd=pagecode.ROOT,
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=600,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
+    pagecode.build_site(SITE, url)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield url
