@@ -56,11 +56,9 @@ def temp_files(run_dir: Path) -> list[Path]:
     return list(run_dir.glob(".*.tmp")) if run_dir.is_dir() else []
 
 
-def start_training(folder: Path) -> tuple[subprocess.Popen, float]:
+def start_training(folder: Path) -> subprocess.Popen:
     """Start the run in `folder`; return once it has saved its first checkpoint (or
-    ended), with the seconds that took: Python and torch starting up, the first
-    evaluation and the first step."""
-    start = time.monotonic()
+    ended)."""
     proc = subprocess.Popen(
         TRAIN + ["--out", "run"],
         cwd=folder,
@@ -70,7 +68,7 @@ def start_training(folder: Path) -> tuple[subprocess.Popen, float]:
     )
     while not (folder / "run" / CHECKPOINT).exists() and proc.poll() is None:
         time.sleep(0.005)
-    return proc, time.monotonic() - start
+    return proc
 
 
 def trial(seed: int, reference: dict[str, torch.Tensor], max_delay: float) -> dict:
@@ -78,7 +76,7 @@ def trial(seed: int, reference: dict[str, torch.Tensor], max_delay: float) -> di
     later, then resume it."""
     rng = random.Random(seed)
     folder = Path(tempfile.mkdtemp(prefix="fault-"))
-    proc, _ = start_training(folder)
+    proc = start_training(folder)
     delay = rng.uniform(0.0, max_delay)
     time.sleep(delay)
     proc.send_signal(signal.SIGKILL)
@@ -133,7 +131,7 @@ def reference_run() -> tuple[dict[str, torch.Tensor], float]:
     """The final weights of the run never killed, and the seconds from its first save
     to its end: the window in which the trials kill."""
     folder = Path(tempfile.mkdtemp(prefix="fault-ref-"))
-    proc, _ = start_training(folder)
+    proc = start_training(folder)
     first_save = time.monotonic()
     assert proc.wait() == 0, "the uninterrupted run failed"
     seconds = time.monotonic() - first_save
