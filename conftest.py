@@ -1,10 +1,12 @@
 """Page-code tests: every code block of every page under docs/, in both languages, runs.
 
 Each page becomes a test file and each of its blocks a test item, in reading order.
-The Python blocks of a page run in ONE fresh interpreter (a subprocess), one after the
-other, like a reader pasting them into a new Python session; shell blocks run with bash
-in the same working directory. `--8<--` includes are expanded first, exactly as the
-site build expands them (tests/pagecode.py). See CONTRIBUTING.md for the markers.
+The blocks of a page run in ONE fresh Jupyter kernel (nbclient), one after the other,
+like a reader pasting them into a new Python session or running the chapter's notebook
+top to bottom: each block is run as the notebook cell `pagecode.cell_source` makes of it
+(a shell block under `%%bash`), in one working directory. `--8<--` includes are
+expanded first, exactly as the site build expands them (tests/pagecode.py). See
+CONTRIBUTING.md for the markers.
 
 Selecting one block (`-k`, `--lf`, a node id) runs the blocks before it first, quietly:
 a block never runs in a session that lacks what the page did before it. Figures the
@@ -14,18 +16,20 @@ pages draw go to a temporary folder; the last item compares them with docs/figur
 
 from __future__ import annotations
 
-import json
 import os
-import select
+import re
 import shutil
-import subprocess
 import sys
 import tempfile
 from collections import Counter
 from pathlib import Path
 
+import nbformat
+import page_figures
 import pagecode  # tests/ is on the path: pythonpath in pyproject.toml
 import pytest
+from nbclient import NotebookClient
+from nbclient.exceptions import CellTimeoutError, DeadKernelError
 
 # A local Tiny Shakespeare beside the clone (as ./dev sets it), for pytest run directly.
 SHARED_SHAKESPEARE = (
@@ -35,6 +39,7 @@ if SHARED_SHAKESPEARE.is_file():
     os.environ.setdefault("GPTLIB_TINYSHAKESPEARE", str(SHARED_SHAKESPEARE))
 
 BLOCK_TIMEOUT_S = 600
+ANSI = re.compile(r"\x1b\[[0-9;]*m")  # the colours of IPython's tracebacks
 COMMITTED_FIGURES = pagecode.DOCS / "figures"
 FIGURE_TOLERANCE = (
     8.0  # RMS difference (0-255) allowed between a redrawn figure and the committed one
@@ -69,14 +74,14 @@ def pytest_collect_file(file_path: Path, parent: pytest.Collector):
 
 
 class PageSession:
-    """A fresh Python interpreter and a working directory, shared by a page's blocks."""
+    """A fresh Jupyter kernel and a working directory, shared by a page's blocks: the
+    chapter's notebook, run cell by cell (nbclient)."""
 
     def __init__(self, page: Path, figures_dir: Path):
         self.page = page
         self.figures_dir = figures_dir
         self.cwd = Path(tempfile.mkdtemp(prefix=f"page-{page.stem}-"))
-        self.stderr = open(self.cwd / ".session-stderr.log", "w+", encoding="utf-8")
-        self.proc: subprocess.Popen | None = None
+        self.client: NotebookClient | None = None
         self.failed: str | None = (
             None  # the first failing block, for the blocks after it
         )
@@ -95,65 +100,60 @@ class PageSession:
         env["GPTLIB_DEVICE"] = os.environ.get("PAGE_DEVICE", "cpu")
         return env
 
-    def run_python(self, code: str, filename: str) -> dict:
-        if self.proc is None:
-            read_fd, write_fd = os.pipe()
-            self.proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    str(Path(__file__).parent / "tests" / "page_session.py"),
-                    str(write_fd),
-                ],
-                stdin=subprocess.PIPE,
-                stdout=self.stderr,
-                stderr=self.stderr,
-                cwd=self.cwd,
-                env=self.env(),
-                pass_fds=(write_fd,),
-                text=True,
-                encoding="utf-8",
-            )
-            os.close(write_fd)
-            self.replies = os.fdopen(read_fd, "r", encoding="utf-8")
-        self.proc.stdin.write(json.dumps({"code": code, "filename": filename}) + "\n")
-        self.proc.stdin.flush()
-        ready, _, _ = select.select([self.replies], [], [], BLOCK_TIMEOUT_S)
-        line = self.replies.readline() if ready else ""
-        if not line:
-            self.close()
-            why = "timed out" if not ready else "the Python session died"
-            return {"ok": False, "stdout": "", "error": f"{why}\n{self.stderr_tail()}"}
-        return json.loads(line)
-
-    def run_shell(self, code: str) -> dict:
-        try:
-            done = subprocess.run(
-                ["bash", "-e", "-o", "pipefail", "-c", code],
-                cwd=self.cwd,
-                env=self.env(),
-                capture_output=True,
-                text=True,
-                timeout=BLOCK_TIMEOUT_S,
-            )
-        except subprocess.TimeoutExpired:
-            return {"ok": False, "stdout": "", "error": "timed out"}
-        error = (
-            None
-            if done.returncode == 0
-            else f"exit status {done.returncode}\n{done.stderr[-3000:]}"
+    def start(self) -> None:
+        self.notebook = nbformat.v4.new_notebook()
+        self.client = NotebookClient(
+            self.notebook,
+            timeout=BLOCK_TIMEOUT_S,
+            kernel_name="python3",
+            allow_errors=True,  # a failing cell is reported by run(), block by block
+            resources={"metadata": {"path": str(self.cwd)}},
         )
-        return {"ok": error is None, "stdout": done.stdout, "error": error}
+        self.client.km = self.client.create_kernel_manager()
+        self.client.start_new_kernel(env=self.env())
+        self.client.start_new_kernel_client()
+        setup = page_figures.KERNEL_SETUP.format(
+            folder=str(Path(__file__).parent / "tests")
+        )
+        reply = self.execute(setup)
+        assert reply["ok"], f"the kernel setup failed: {reply['error']}"
+        if pagecode.is_chapter(self.page):  # the notebook's first cell, then the blocks
+            reply = self.execute(pagecode.install_cell())
+            assert reply["ok"] and not reply["stdout"], reply
+
+    def execute(self, source: str) -> dict:
+        """Run one cell; its printed output (stdout and the value of its last
+        expression, as the notebook shows them), and its error if any."""
+        if self.client is None:
+            self.start()
+        cell = nbformat.v4.new_code_cell(source)
+        self.notebook.cells.append(cell)
+        try:
+            self.client.execute_cell(cell, len(self.notebook.cells) - 1)
+        except (CellTimeoutError, DeadKernelError) as e:
+            self.close_kernel()
+            return {"ok": False, "stdout": "", "error": f"{type(e).__name__}: {e}"}
+        stdout, stderr, error, exception = [], [], None, None
+        for out in cell.outputs:
+            if out.output_type == "stream":
+                (stdout if out.name == "stdout" else stderr).append(out.text)
+            elif out.output_type == "execute_result":
+                stdout.append(out.data.get("text/plain", "") + "\n")
+            elif out.output_type == "error":
+                exception = f"{out.ename}: {out.evalue}"
+                error = ANSI.sub("", "\n".join(out.traceback))
+        if error and stderr:
+            error = "".join(stderr)[-3000:] + error
+        return {
+            "ok": error is None,
+            "stdout": "".join(stdout),
+            "error": error,
+            "exception": exception,
+        }
 
     def run(self, block: pagecode.Block) -> str | None:
         """Run one block and check its output; return None, or what went wrong."""
-        filename = (
-            f"{block.page.relative_to(pagecode.ROOT)}, block at line {block.line}"
-        )
-        reply = (
-            self.run_shell(block.code)
-            if block.kind == "shell"
-            else self.run_python(block.code, filename)
-        )
+        reply = self.execute(pagecode.cell_source(block))
         printed = reply["stdout"]
         if block.kind == "python" and pagecode.shows_error(block.expected_output):
             # A block whose point is an error: it must raise, and the error (the last
@@ -165,7 +165,7 @@ class PageSession:
                 )
             if reply.get("exception") is None:  # timed out, or the session died
                 return reply["error"]
-            printed += f"{pagecode.TRACEBACK}\n{reply['error']}"
+            printed += f"{pagecode.TRACEBACK}\n  (its frames)\n{reply['exception']}\n"
         elif not reply["ok"]:
             return reply["error"]
         if block.expected_output is None and printed.strip():
@@ -188,19 +188,13 @@ class PageSession:
             )
         return None
 
-    def stderr_tail(self) -> str:
-        self.stderr.flush()
-        return (self.cwd / ".session-stderr.log").read_text(
-            encoding="utf-8", errors="replace"
-        )[-3000:]
+    def close_kernel(self) -> None:
+        if self.client is not None:
+            self.client._cleanup_kernel()
+            self.client = None
 
     def close(self) -> None:
-        if self.proc is not None:
-            self.proc.kill()
-            self.proc.wait()
-            self.replies.close()
-            self.proc = None
-        self.stderr.close()
+        self.close_kernel()
         shutil.rmtree(self.cwd, ignore_errors=True)
 
 
@@ -218,6 +212,8 @@ class DocPage(pytest.File):
             "PAGES_BOTH_LANGUAGES"
         ) and pagecode.english_twin_runs(self.path)
         for block in pagecode.extract(self.path):
+            if block.kind == "diagram":
+                continue  # a picture, not code: tests/test_browser.py sees it drawn
             item = DocBlock.from_parent(
                 self, name=f"line {block.line}", block=block, index=len(self.blocks_)
             )

@@ -25,6 +25,7 @@ DOCS = ROOT / "docs"
 
 PYTHON = {"python", "py", "python3", "pycon"}
 SHELL = {"bash", "sh", "shell"}
+DIAGRAM = {"mermaid"}  # drawn by the browser (Material's Mermaid support), not run
 FENCE = re.compile(r"^(\s*)(`{3,}|~{3,})\s*\{?\s*\.?([\w+-]*)")
 
 
@@ -194,8 +195,10 @@ class Block:
 
     @property
     def kind(self) -> str:
-        """'python' or 'shell' (executed), 'shown' (explicitly not run) or
-        'unaccounted'."""
+        """'python' or 'shell' (executed), 'diagram' (a Mermaid picture, labelled in
+        the page's language), 'shown' (explicitly not run) or 'unaccounted'."""
+        if self.lang in DIAGRAM and not self.marks:
+            return "diagram"
         if self.skip_reason:
             return "shown"
         if self.marks:
@@ -240,6 +243,31 @@ def extract(path: Path) -> list[Block]:
     return blocks
 
 
+def cell_source(block: Block) -> str:
+    """The notebook cell that runs a block: Python as it is; a shell block under
+    `%%bash`, stopping at its first failing command as a script under `bash -e` does."""
+    code = block.code.rstrip("\n")
+    return f"%%bash -e -o pipefail\n{code}" if block.kind == "shell" else code
+
+
+def is_chapter(path: Path) -> bool:
+    """A chapter page (docs/NN-slug.md): one that is also a notebook."""
+    return re.match(r"\d\d-", path.name) is not None
+
+
+def install_cell() -> str:
+    """The first code cell of every chapter notebook: install gptlib where it is
+    missing (Colab); where it is installed, as in the page tests, it does nothing."""
+    repo = re.search(
+        r"^repo_url: (\S+)", (ROOT / "mkdocs.yml").read_text(encoding="utf-8"), re.M
+    )
+    return (
+        "import importlib.util\n\n"
+        'if importlib.util.find_spec("gptlib") is None:\n'
+        f'    %pip install --quiet "gptlib @ git+{repo.group(1)}"'
+    )
+
+
 def language(path: Path) -> str:
     return "zh" if path.name.endswith(".zh.md") else "en"
 
@@ -256,8 +284,29 @@ def twin(path: Path) -> Path:
     return path.with_name(path.name[: -len(".md")] + ".zh.md")
 
 
+def diagram_structure(code: str) -> str:
+    """A Mermaid diagram without its labels: node ids, arrows and keywords, which both
+    languages share (`A["嵌入"] --> B` and `A["embedding"] --> B` are one structure)."""
+    code = re.sub(r'"[^"]*"|\[[^\]]*\]|\([^)]*\)|\{[^}]*\}|\|[^|]*\|', "", code)
+    code = re.sub(
+        r"^(\s*(?:Note\s+\w+(?:\s+of)?\s+[\w,]+|\w+\s*->>?\+?-?\s*\w+)\s*):.*$",
+        r"\1",
+        code,
+        flags=re.M,
+    )
+    code = re.sub(
+        r"^(\s*(?:participant|actor)\s+\w+)\s+as\s.*$", r"\1", code, flags=re.M
+    )
+    return "\n".join(
+        " ".join(line.split()) for line in code.splitlines() if line.strip()
+    )
+
+
 def runs_the_same(a: Block, b: Block) -> bool:
-    """Two blocks that run the same code and check the same output, the same way."""
+    """Two blocks that run the same code and check the same output, the same way (two
+    diagrams: the same picture, whatever the language of their labels)."""
+    if a.kind == b.kind == "diagram":
+        return diagram_structure(a.code) == diagram_structure(b.code)
     return (a.lang, a.kind, a.code, a.expected_output, a.ignore_whitespace) == (
         b.lang,
         b.kind,

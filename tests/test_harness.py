@@ -89,29 +89,32 @@ def test_includes_are_expanded_with_page_line_numbers(tmp_path):
 
 
 def test_one_session_per_page_like_a_reader(tmp_path):
+    """A page's blocks share one kernel and one folder; each page gets a fresh one."""
     session = conftest.PageSession(write_page(tmp_path, "# p\n"), tmp_path / "figures")
     try:
-        assert session.run_python("x = 41", "p.md, block at line 1")["ok"]
-        reply = session.run_python("print(x + 1)", "p.md, block at line 5")
+        assert session.execute("x = 41")["ok"]
+        reply = session.execute("print(x + 1)")
         assert reply == {"ok": True, "stdout": "42\n", "error": None, "exception": None}
-        reply = session.run_python("\n\nundefined_name", "p.md, block at line 9")
-        assert (
-            not reply["ok"]
-            and "NameError" in reply["error"]
-            and 'block at line 9", line 3' in reply["error"]
+        assert session.execute("x + 1")["stdout"] == "42\n"  # as the notebook shows it
+        reply = session.execute("\n\nundefined_name")
+        assert not reply["ok"] and reply["exception"].startswith("NameError")
+        assert "----> 1 undefined_name" in reply["error"]  # the line, in the cell
+        shell = pagecode.Block(page=tmp_path, line=1, lang="bash", code="pwd\n")
+        assert session.execute(pagecode.cell_source(shell))["stdout"].strip() == str(
+            session.cwd
         )
-        assert session.run_shell("pwd")["stdout"].strip() == str(session.cwd)
-        assert not session.run_shell("exit 3")["ok"]
-        assert (
-            session.run_shell("echo $GPTLIB_DEVICE")["stdout"] == "cpu\n"
-        )  # the pages' numbers are CPU numbers
+        failing = "%%bash -e -o pipefail\nfalse | cat\necho not reached"
+        reply = session.execute(failing)
+        assert not reply["ok"] and "not reached" not in reply["stdout"]
+        # the pages' numbers are CPU numbers
+        assert session.execute("!echo $GPTLIB_DEVICE")["stdout"].strip() == "cpu"
     finally:
         session.close()
     fresh = conftest.PageSession(write_page(tmp_path, "# q\n"), tmp_path / "figures")
     try:
-        assert (
-            "NameError" in fresh.run_python("print(x)", "q.md")["error"]
-        )  # nothing leaks between pages
+        # nothing leaks between pages, and the harness leaves no name behind
+        assert "NameError" in fresh.execute("print(x)")["exception"]
+        assert "NameError" in fresh.execute("sys, page_figures")["exception"]
     finally:
         fresh.close()
 
@@ -214,15 +217,15 @@ print(x + 1)
 import matplotlib.pyplot as plt
 
 fig, ax = plt.subplots(num="demo")
-ax.plot([1, 2, 3], [3, 1, x])
+ax.plot([1, 2, 3], [3, 1, x]);
 ```
 """
 
 
 @pytest.fixture()
 def harness_project(pytester):
-    """A project with this harness (conftest.py, pagecode, page_session) and a page."""
-    for name in ("conftest.py", "tests/pagecode.py", "tests/page_session.py"):
+    """A project with this harness (conftest.py, pagecode, page_figures) and a page."""
+    for name in ("conftest.py", "tests/pagecode.py", "tests/page_figures.py"):
         (pytester.path / name).parent.mkdir(exist_ok=True)
         (pytester.path / name).write_text(
             (pagecode.ROOT / name).read_text(encoding="utf-8"), encoding="utf-8"
