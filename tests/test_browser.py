@@ -4,10 +4,11 @@ driven by Playwright), against the site served on 127.0.0.1, with no network.
 For every page in both languages: no console errors and no failed requests (the site
 serves everything it needs itself, MathJax included); the language switcher leads to the
 same page in the other language; a search lists the right chapter first, in each
-language; every code block has a copy button; every formula is
-rendered; every figure loads; at a phone's width (390 px) the page does not scroll
-sideways. Screenshots of a few pages (both languages, light and dark, desktop and
-phone) are written to site-test/screenshots/ for a person to look at.
+language; every code block has a copy button; every formula is rendered; every
+diagram is drawn; every figure loads; at a phone's width (390 px) the page does not
+scroll sideways. The notebook pages are checked the same way. Screenshots of a few
+pages (both languages, light and dark, desktop and phone) are written to
+site-test/screenshots/ for a person to look at.
 
 `./dev` installs Chromium and a CJK font where it can (Debian, as root); elsewhere these
 tests skip and say why.
@@ -15,6 +16,8 @@ tests skip and say why.
 
 import functools
 import http.server
+import json
+import os
 import shutil
 import subprocess
 import threading
@@ -24,9 +27,16 @@ import pytest
 
 playwright = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+# $CHROMIUM names another Chromium-based browser (GitHub's runners have Google Chrome)
+CHROMIUM = (
+    os.environ.get("CHROMIUM")
+    or shutil.which("chromium")
+    or shutil.which("chromium-browser")
+)
 if CHROMIUM is None:
     reason = "no Chromium: install Debian's chromium and fonts-noto-cjk (./dev does)"
+    if os.environ.get("CI"):  # CI must run them: ./dev test installs Chromium there
+        raise RuntimeError(f"CI=true and {reason}")
     pytest.skip(reason, allow_module_level=True)
 
 SITE = pagecode.ROOT / "site-test"  # the build these tests read, and their screenshots
@@ -37,15 +47,20 @@ SCREENSHOTS = [  # (page, language, colour scheme, viewport)
     ("06-attention", "zh", "dark", "desktop"),
     ("05-embeddings", "zh", "light", "phone"),
     ("", "en", "dark", "phone"),
+    ("notebooks/05-embeddings", "zh", "light", "desktop"),
+    ("glossary", "zh", "light", "desktop"),
 ]
 
 
 def page_paths() -> list[str]:
-    """The URL path of every page, in both languages: '06-attention/', 'zh/...'."""
+    """The URL path of every page, in both languages: '06-attention/', 'zh/...', and
+    of every chapter's notebook page: 'notebooks/06-attention/', 'zh/notebooks/...'."""
     paths = []
     for page in pagecode.pages("en"):
         slug = "" if page.stem == "index" else page.stem + "/"
         paths += [slug, "zh/" + slug]
+    for page in filter(pagecode.is_chapter, pagecode.pages("en")):
+        paths += [f"notebooks/{page.stem}/", f"zh/notebooks/{page.stem}/"]
     return paths
 
 
@@ -105,6 +120,14 @@ def test_page_in_a_browser(browser, base_url, path):
     if formulas:
         rendered = "document.querySelectorAll('.arithmatex mjx-container').length"
         page.wait_for_function(f"{rendered} >= {formulas}", timeout=15_000)
+    # diagrams: Material swaps each pre.mermaid for a drawn div.mermaid
+    diagrams = page.evaluate("document.querySelectorAll('.mermaid').length")
+    if diagrams:
+        page.wait_for_function(
+            "document.querySelectorAll('pre.mermaid').length === 0", timeout=15_000
+        )
+        drawn = page.locator("div.mermaid").count()
+        assert drawn == diagrams, f"{drawn} of {diagrams} diagrams drawn"
     assert problems == [], problems
 
     code_blocks = page.locator(".md-content pre > code").count()
@@ -135,6 +158,29 @@ def test_page_in_a_browser(browser, base_url, path):
         "document.scrollingElement.scrollWidth - window.innerWidth"
     )
     assert overflow <= 0, f"the page scrolls sideways by {overflow} px at 390 px"
+    assert problems == [], problems
+    page.close()
+
+
+@pytest.mark.parametrize("lang", ["", "zh/"])
+def test_a_notebook_page_shows_the_notebook(browser, base_url, lang):
+    """The notebook page of chapter 05: every code cell with its stored output, the
+    formulas of its markdown typeset, its figures, and the .ipynb to download."""
+    page, problems = open_page(browser, f"{base_url}{lang}notebooks/05-embeddings/")
+    rendered = "document.querySelectorAll('.jp-RenderedMarkdown mjx-container').length"
+    page.wait_for_function(f"{rendered} > 0", timeout=15_000)
+    name = "05-embeddings" + (".zh" if lang else "") + ".ipynb"
+    nb = json.loads((pagecode.DOCS / "notebooks" / name).read_text(encoding="utf-8"))
+    code = [cell for cell in nb["cells"] if cell["cell_type"] == "code"]
+    # nbconvert nests each cell in a wrapper of the same classes: count those with ids
+    assert page.locator(".jp-CodeCell[id^='cell-id=']").count() == len(code)
+    with_output = sum(1 for cell in code if cell["outputs"])
+    assert page.locator(".jp-CodeCell .jp-OutputArea-output").count() >= with_output
+    assert page.locator(".jp-RenderedMarkdown img").count() >= 1  # its figure
+    download = page.locator(f"a[href='{name}'][download]")
+    assert download.count() == 1
+    response = page.request.get(f"{base_url}{lang}notebooks/05-embeddings/{name}")
+    assert response.ok and json.loads(response.body())["cells"] == nb["cells"]
     assert problems == [], problems
     page.close()
 
@@ -172,7 +218,7 @@ def test_screenshots_for_review(browser, base_url):
         viewport = PHONE if size == "phone" else DESKTOP
         page, problems = open_page(browser, base_url + path, viewport, scheme)
         assert problems == [], problems
-        name = f"{slug or 'home'}-{lang}-{scheme}-{size}.png"
+        name = f"{slug.replace('/', '-') or 'home'}-{lang}-{scheme}-{size}.png"
         page.screenshot(path=str(out / name), full_page=False)
         page.close()
         assert (out / name).stat().st_size > 10_000, f"{name} looks empty"
