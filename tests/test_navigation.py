@@ -47,10 +47,14 @@ def test_pages_refer_only_to_chapters_that_exist(page):
     assert not missing, f"{page.name} refers to chapters not written yet: {missing}"
 
 
+APPENDICES = ["glossary.md", "api.md"]  # A and B, after the chapters
+
+
 def test_the_nav_lists_every_page_in_chapter_order():
     config = yaml_load((pagecode.ROOT / "mkdocs.yml").read_text(encoding="utf-8"))
     nav = [next(iter(item.values())) for item in config["nav"]]
-    assert nav == ["index.md"] + [CHAPTERS[n] for n in sorted(CHAPTERS)]
+    chapters = [CHAPTERS[n] for n in sorted(CHAPTERS)]
+    assert nav == ["index.md", *chapters, *APPENDICES]
 
 
 @pytest.mark.parametrize("lang", ["en", "zh"])

@@ -1,6 +1,7 @@
 """`mkdocs build --strict` passes with no warnings, in both languages, with Chinese
 search."""
 
+import importlib
 import json
 import os
 import re
@@ -30,6 +31,31 @@ def test_both_languages_are_built(site: Path):
         edit = "https://github.com/gpt-from-scratch/gpt-from-scratch/edit/main/docs/"
         assert f'href="{edit}{page.name}"' in en
         assert f'href="{edit}{pagecode.twin(page).name}"' in zh
+
+
+def test_notebook_pages_are_pages_of_the_theme_in_both_languages(site: Path):
+    """mkdocs-jupyter renders each chapter notebook as a page; with the i18n plugin
+    it silently writes the raw .ipynb instead unless hooks/i18n_notebooks.py runs."""
+    chapters = [p for p in pagecode.pages("en") if pagecode.is_chapter(p)]
+    for page in chapters:
+        for lang, prefix in (("en", ""), ("zh", "zh/")):
+            folder = site / prefix / "notebooks" / page.stem
+            html = (folder / "index.html").read_text(encoding="utf-8")
+            where = f"{prefix}notebooks/{page.stem}/"
+            assert f'<html lang="{lang}"' in html, where
+            assert 'class="md-header' in html and "jupyter-wrapper" in html, where
+            assert '"nbformat"' not in html, f"{where} is the raw notebook"
+            assert "jp-CodeCell" in html and "jp-OutputArea" in html, where
+            assert "cdnjs.cloudflare.com" not in html, f"{where} loads MathJax 2"
+            other = "zh" if lang == "en" else "en"
+            assert f'hreflang="{other}"' in html, f"{where}: no language switcher"
+            name = page.stem + (".zh" if lang == "zh" else "") + ".ipynb"
+            assert (folder / name).is_file(), f"{where}: no {name} to download"
+            assert f'href="{name}" download' in html
+            # the chapter page links to its notebook page and to Colab
+            chapter = (site / prefix / page.stem / "index.html").read_text("utf-8")
+            assert f'href="../notebooks/{page.stem}/"' in chapter, where
+            assert "colab.research.google.com/github/" in chapter, where
 
 
 def test_included_code_is_on_the_page(site: Path):
@@ -92,6 +118,8 @@ def test_the_site_packages_are_pinned_as_in_the_docs_extra():
         "mkdocs-static-i18n",
         "pymdown-extensions",
         "jieba",
+        "mkdocs-jupyter",
+        "mkdocstrings[python]",
     }
 
 
@@ -153,3 +181,78 @@ def test_no_broken_internal_links_or_anchors(site: Path):
     for href in sorted(external):
         print(f"  {href}")
     assert checked > 1000 and not broken, broken
+
+
+def test_the_api_reference_documents_every_public_name(site: Path):
+    """docs/api.md lists, module by module, every name `from gptlib import *` gives
+    (and gptlib.pretrained's), and the built page has a documented entry for each."""
+    import gptlib
+
+    text = (pagecode.DOCS / "api.md").read_text(encoding="utf-8")
+    listed = {
+        (module, name)
+        for module, members in re.findall(
+            r"^::: (gptlib\.\w+)\n    options:\n      members:\n((?:        - \w+\n)+)",
+            text,
+            re.M,
+        )
+        for name in re.findall(r"- (\w+)", members)
+    }
+    public = {
+        (getattr(getattr(gptlib, n), "__module__", None) or "", n)
+        for n in gptlib.__all__
+    }
+    constants = {n for module, n in public if not module.startswith("gptlib.")}
+    names = {n for _, n in listed}
+    assert set(gptlib.__all__) <= names, set(gptlib.__all__) - names
+    for module, name in listed:
+        assert name in vars(importlib.import_module(module)), (module, name)
+        assert (
+            name in constants
+            or (module, name) in public
+            or module == ("gptlib.pretrained")
+        ), (module, name)
+    html = (site / "api" / "index.html").read_text(encoding="utf-8")
+    for module, name in listed:
+        assert f'id="{module}.{name}"' in html, f"{module}.{name} is not on the page"
+    zh = (site / "zh" / "api" / "index.html").read_text(encoding="utf-8")
+    assert 'href="../../api/"' in zh and '<html lang="zh"' in zh
+
+
+def test_the_badge_says_verified_only_after_the_tests(site: Path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "verified_badge", pagecode.ROOT / "hooks" / "verified_badge.py"
+    )
+    hook = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(hook)
+    assert "20" in hook.verified_badge({"VERIFIED_BY_CI": "123"})  # a date: 20YY-MM-DD
+    assert "not verified" in hook.verified_badge({})
+    built = (site / "badge" / "verified.svg").read_text(encoding="utf-8")
+    assert built.startswith("<svg") and ("not verified" in built) != bool(
+        os.environ.get("VERIFIED_BY_CI")
+    )
+    for page in ("index.html", "zh/index.html"):
+        html = (site / page).read_text(encoding="utf-8")
+        assert 'alt="verified by CI"' in html
+
+
+def test_the_glossary_lists_every_term_with_its_chapter(site: Path):
+    """hooks/glossary.py: one row per term of terms.yml, in each language, linking to
+    the chapter that introduces it (tests/test_terms.py checks the chapters)."""
+    import yaml
+
+    terms = yaml.safe_load((pagecode.ROOT / "terms.yml").read_text(encoding="utf-8"))
+    chapters = {
+        p.name[:2]: p.stem for p in pagecode.pages("en") if pagecode.is_chapter(p)
+    }
+    for prefix in ("", "zh/"):
+        html = (site / prefix / "glossary" / "index.html").read_text(encoding="utf-8")
+        rows = re.findall(r"<tr>(.*?)</tr>", html, re.S)[1:]
+        assert len(rows) == len(terms), prefix
+        for term in terms:
+            link = f'href="../{chapters[term["chapter"]]}/"'
+            assert any(
+                f"<td>{term['en']}</td>" in row and link in row for row in rows
+            ), (prefix, term["en"])

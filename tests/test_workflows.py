@@ -59,3 +59,13 @@ def test_ci_runs_the_readme_test_command_and_deploys_only_after_tests():
     )  # never waits for a runner that does not exist
     assert "./dev test" in (pagecode.ROOT / "README.md").read_text()
     assert "./dev test" in (pagecode.ROOT / ".ci/run").read_text()
+
+
+def test_the_published_site_says_it_was_verified():
+    """The build job, which runs only after the test job, marks the site verified; the
+    badge hook reads that mark (hooks/verified_badge.py)."""
+    ci = yaml.safe_load((pagecode.ROOT / ".github/workflows/ci.yml").read_text())
+    build = [s for s in ci["jobs"]["build"]["steps"] if s.get("run") == "./dev build"]
+    assert build and build[0]["env"]["VERIFIED_BY_CI"]
+    readme = (pagecode.ROOT / "README.md").read_text()
+    assert "gpt-from-scratch/badge/verified.svg" in readme
