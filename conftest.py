@@ -16,13 +16,17 @@ pages draw go to a temporary folder; the last item compares them with docs/figur
 
 from __future__ import annotations
 
+import functools
+import http.server
 import os
 import re
 import shutil
 import sys
 import tempfile
+import threading
 from collections import Counter
 from pathlib import Path
+from types import SimpleNamespace
 
 import nbformat
 import page_figures
@@ -71,6 +75,29 @@ def pytest_collect_file(file_path: Path, parent: pytest.Collector):
     if file_path.suffix == ".md" and pagecode.DOCS in file_path.parents:
         return DocPage.from_parent(parent, path=file_path)
     return None
+
+
+class QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.fixture(scope="session")
+def served_site():
+    """The site, built once per test run (`mkdocs build --strict`, no warnings) into
+    site-test/ for a loopback address, and served from a thread:
+    tests/test_site_build.py reads its files, tests/test_browser.py opens its pages."""
+    folder = pagecode.ROOT / "site-test"
+    server = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", 0), functools.partial(QuietHandler, directory=str(folder))
+    )
+    url = f"http://127.0.0.1:{server.server_address[1]}/"
+    shutil.rmtree(folder, ignore_errors=True)
+    pagecode.build_site(folder, url)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield SimpleNamespace(path=folder, url=url)
+    server.shutdown()
 
 
 class PageSession:

@@ -14,13 +14,10 @@ site-test/screenshots/ for a person to look at.
 tests skip and say why.
 """
 
-import functools
-import http.server
 import json
 import os
 import shutil
 import subprocess
-import threading
 
 import pagecode
 import pytest
@@ -39,7 +36,7 @@ if CHROMIUM is None:
         raise RuntimeError(f"CI=true and {reason}")
     pytest.skip(reason, allow_module_level=True)
 
-SITE = pagecode.ROOT / "site-test"  # the build these tests read, and their screenshots
+SITE = pagecode.ROOT / "site-test"  # conftest.served_site builds here; screenshots too
 PHONE = {"width": 390, "height": 844}
 DESKTOP = {"width": 1280, "height": 800}
 SCREENSHOTS = [  # (page, language, colour scheme, viewport)
@@ -64,24 +61,10 @@ def page_paths() -> list[str]:
     return paths
 
 
-class QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args) -> None:
-        pass
-
-
 @pytest.fixture(scope="module")
-def base_url():
-    """Build the site for a loopback address and serve it from a thread."""
-    server = http.server.ThreadingHTTPServer(
-        ("127.0.0.1", 0), functools.partial(QuietHandler, directory=str(SITE))
-    )
-    url = f"http://127.0.0.1:{server.server_address[1]}/"
-    shutil.rmtree(SITE, ignore_errors=True)
-    pagecode.build_site(SITE, url)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield url
-    server.shutdown()
+def base_url(served_site):
+    """The site built and served by conftest.py's served_site (site-test/)."""
+    return served_site.url
 
 
 @pytest.fixture(scope="module")
@@ -135,6 +118,14 @@ def test_page_in_a_browser(browser, base_url, path):
     assert copy_buttons == code_blocks, (
         f"{copy_buttons} copy buttons, {code_blocks} code blocks"
     )
+
+    # at 1280 px, a block of at most 88 columns (the pages' limit) fits its column
+    scrolling = page.evaluate(
+        """Array.from(document.querySelectorAll('.md-content pre > code'))
+        .filter(c => Math.max(...c.textContent.split('\\n').map(l => l.length)) <= 88)
+        .filter(c => c.scrollWidth > c.clientWidth + 1).length"""
+    )
+    assert scrolling == 0, f"{scrolling} code blocks of <= 88 columns scroll sideways"
 
     figures = page.locator(".md-content img")
     for i in range(figures.count()):

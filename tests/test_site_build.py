@@ -14,10 +14,9 @@ import pytest
 
 
 @pytest.fixture(scope="module")
-def site(tmp_path_factory):
-    out = tmp_path_factory.mktemp("site")
-    pagecode.build_site(out)
-    return out
+def site(served_site) -> Path:
+    """The strict build of conftest.py's served_site (shared with the browser tests)."""
+    return served_site.path
 
 
 def test_both_languages_are_built(site: Path):
@@ -144,14 +143,11 @@ def parse(path: Path) -> Links:
     return links
 
 
-def test_no_broken_internal_links_or_anchors(site: Path):
+def test_no_broken_internal_links_or_anchors(site: Path, served_site):
     """Every link between the site's own pages, in both languages, reaches a file, and
     every #anchor an element with that id. The external links are listed, not fetched
     (no network at test time)."""
-    site_url = re.search(
-        r'SITE_URL, "([^"]+)"', (pagecode.ROOT / "mkdocs.yml").read_text()
-    )
-    site_path = urlsplit(os.environ.get("SITE_URL", site_url[1])).path
+    site_path = urlsplit(served_site.url).path  # the site was built for this address
     pages = sorted(site.rglob("*.html"))
     parsed = {page: parse(page) for page in pages}
     broken, external, checked = [], set(), 0
