@@ -3,7 +3,8 @@
 For each chapter page and its notebook page it sets `page.meta.chapter`, which
 overrides/partials/content.html shows above the page: "Chapter 06 · 6 of 13", with links
 to run the chapter as a notebook (the notebook page, its .ipynb, Colab) or, on the
-notebook page, back to the chapter. For every page it sets `page.meta.revision_date`,
+notebook page, back to the chapter (whose .md its "edit this page" link opens: the
+notebook is generated). For every page it sets `page.meta.revision_date`,
 which Material shows at the bottom: the date of the last commit that changed the page or
 a file it includes (`--8<--`), in one `git log` for the whole site. Outside a git
 checkout there is no date and nothing is shown.
@@ -84,6 +85,10 @@ def on_page_context(context, page, config, nav):
     if not m:
         return context
     notebook_page, number, slug = m.group(1), m.group(2), m.group(3)
+    if notebook_page and page.edit_url:  # a notebook is made from its page: edit that
+        page.edit_url = page.edit_url.replace("/notebooks/", "/").replace(
+            ".ipynb", ".md"
+        )
     chapters = sorted(
         p.name[:2]
         for p in docs_dir.glob("[0-9][0-9]-*.md")

@@ -51,6 +51,8 @@ def test_notebook_pages_are_pages_of_the_theme_in_both_languages(site: Path):
             name = page.stem + (".zh" if lang == "zh" else "") + ".ipynb"
             assert (folder / name).is_file(), f"{where}: no {name} to download"
             assert f'href="{name}" download' in html
+            source = page.name.replace(".md", ".zh.md" if lang == "zh" else ".md")
+            assert f"edit/main/docs/{source}" in html, f"{where}: edit link"
             # the chapter page links to its notebook page and to Colab
             chapter = (site / prefix / page.stem / "index.html").read_text("utf-8")
             assert f'href="../notebooks/{page.stem}/"' in chapter, where
