@@ -1,3 +1,4 @@
+import importlib.util
 import json
 import random
 import re
@@ -6,6 +7,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gptlib.tokenizer import (
     KNOWN_PATTERNS,
@@ -19,6 +22,16 @@ from gptlib.tokenizer import (
     merge_pair,
     tokenizer_from_dict,
 )
+
+ROOT = Path(__file__).resolve().parents[1]
+# The trainer as it was before it was made incremental (recount every pair after every
+# merge) lives in the benchmark that times the two; here it is the reference.
+_spec = importlib.util.spec_from_file_location(
+    "bench_tokenizer", ROOT / "benchmarks" / "bench_tokenizer.py"
+)
+bench_tokenizer = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(bench_tokenizer)
+train_reference = bench_tokenizer.train_reference
 
 SAMPLES = [
     "",
@@ -369,3 +382,87 @@ def test_a_tokenizer_file_cannot_build_huge_tokens():
     assert MAX_TOKEN_BYTES == 1024
     ok = {**data, "merges": doubling[:10]}  # 1,024 bytes: allowed
     assert BPETokenizer.from_dict(ok).decode([256 + 9]) == "a" * 1024
+
+
+# --- the incremental trainer learns exactly the merges of the full recount ---------
+
+
+def random_bytes_text(n: int, seed: int = 0) -> str:
+    """n random bytes, each read as one character (U+0000..U+00FF)."""
+    rng = random.Random(seed)
+    return bytes(rng.randrange(256) for _ in range(n)).decode("latin-1")
+
+
+def assert_same_training(text: str, vocab_size: int, **kwargs) -> BPETokenizer:
+    new = BPETokenizer.train(text, vocab_size, **kwargs)
+    old = train_reference(text, vocab_size, **kwargs)
+    assert new.merges == old.merges  # same pairs, same order, so the same ids
+    assert new.vocab == old.vocab and new.to_dict() == old.to_dict()
+    return new
+
+
+def course(lang: str, start: int, chars: int) -> str:
+    from gptlib.data import load_corpus
+
+    return load_corpus(f"course-{lang}")[start : start + chars]
+
+
+CORPORA = {
+    "english": lambda: course("en", 10_000, 6_000),
+    "chinese": lambda: course("zh", 30_000, 4_000),
+    "code": lambda: (ROOT / "gptlib" / "model.py").read_text(encoding="utf-8")[:8000],
+    "random bytes": lambda: random_bytes_text(2_000),
+    "random unicode": lambda: random_text(random.Random(2), 1_500),
+    "ties": lambda: "aaaa bbbb abab baba abba " * 6 + "ab ba aaaaaaa bbbbbbb",
+    "samples": lambda: " ".join(SAMPLES) * 3,
+}
+
+
+@pytest.mark.parametrize("name", CORPORA)
+def test_incremental_training_learns_the_reference_merges(name):
+    text = CORPORA[name]()
+    tok = assert_same_training(text, 340)
+    assert len(tok.merges) > 0
+
+
+@pytest.mark.parametrize(
+    "text", ["", "a", "aa", "ab", "aaa", "a b c", "\n\n", "你", "🤖", "ab ab ab"]
+)
+def test_incremental_training_edge_cases(text):
+    tok = assert_same_training(text, 300)  # more merges asked for than there are
+    assert tok.decode(tok.encode(text)) == text
+
+
+def test_incremental_training_ties_everywhere():
+    """Every pair equally frequent: only the tie-break decides, at every merge."""
+    text = "".join(chr(c) for c in range(0x61, 0x61 + 26)) * 3  # abc...z three times
+    tok = assert_same_training(text, 256 + 60, pattern=r"(?s).+")
+    assert tok.merges[0] == (ord("a"), ord("b"))  # all tied: the first one counted
+    assert_same_training(text, 256 + 60)
+    assert_same_training("ab ba " * 5 + "aaaa", 256 + 20, pattern=r"\S+|\s+")
+
+
+def test_incremental_training_with_special_tokens_and_another_pattern():
+    text = course("en", 0, 3_000) + "<|endoftext|>" + course("zh", 0, 1_000)
+    assert_same_training(text, 330, special_tokens=["<|endoftext|>", "<|pad|>"])
+    assert_same_training(text[:2_000], 300, pattern=r"(?s).+")  # one long chunk
+
+
+def test_incremental_training_first_merges_of_a_larger_vocab_are_a_prefix():
+    text = course("zh", 0, 3_000)
+    small = BPETokenizer.train(text, 300)
+    assert BPETokenizer.train(text, 330).merges[:44] == small.merges
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    text=st.text(alphabet="aab b\u4f60\u597d!\n", max_size=80),
+    vocab_size=st.integers(256, 300),
+    whole=st.booleans(),
+)
+def test_incremental_training_matches_the_reference_on_any_text(
+    text, vocab_size, whole
+):
+    """Few distinct characters, short texts: ties and overlaps such as "aaa" abound."""
+    pattern = r"(?s).+" if whole else SPLIT_PATTERN
+    assert_same_training(text, vocab_size, pattern=pattern)
