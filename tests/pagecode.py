@@ -250,6 +250,18 @@ def cell_source(block: Block) -> str:
     return f"%%bash -e -o pipefail\n{code}" if block.kind == "shell" else code
 
 
+def load_module(relative: str):
+    """A script of this repository (benchmarks/, scripts/, hooks/) as a module, for the
+    tests: those folders are not packages."""
+    import importlib.util
+
+    path = ROOT / relative
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def is_chapter(path: Path) -> bool:
     """A chapter page (docs/NN-slug.md): one that is also a notebook."""
     return re.match(r"\d\d-", path.name) is not None

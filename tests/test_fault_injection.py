@@ -7,7 +7,6 @@
   intact, and the run resumes from it.
 """
 
-import importlib.util
 import json
 import os
 import signal
@@ -16,16 +15,13 @@ import sys
 import time
 from pathlib import Path
 
+import pagecode
 import pytest
 
 from gptlib import load_checkpoint
 
 ROOT = Path(__file__).resolve().parent.parent
-spec = importlib.util.spec_from_file_location(
-    "fault_injection", ROOT / "benchmarks" / "fault_injection.py"
-)
-fault_injection = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(fault_injection)
+fault_injection = pagecode.load_module("benchmarks/fault_injection.py")
 
 ENV = fault_injection.ENV
 

@@ -8,18 +8,13 @@ stored, in both languages; tests/test_site_build.py and tests/test_browser.py ch
 pages the site makes of them.
 """
 
-import importlib.util
 import re
 
 import nbformat
 import pagecode
 import pytest
 
-spec = importlib.util.spec_from_file_location(
-    "make_notebooks", pagecode.ROOT / "scripts" / "make_notebooks.py"
-)
-make_notebooks = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(make_notebooks)
+make_notebooks = pagecode.load_module("scripts/make_notebooks.py")
 
 CHAPTERS = make_notebooks.chapters()
 

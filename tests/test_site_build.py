@@ -218,13 +218,7 @@ def test_the_api_reference_documents_every_public_name(site: Path):
 
 
 def test_the_badge_says_verified_only_after_the_tests(site: Path):
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(
-        "verified_badge", pagecode.ROOT / "hooks" / "verified_badge.py"
-    )
-    hook = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(hook)
+    hook = pagecode.load_module("hooks/verified_badge.py")
     assert "20" in hook.verified_badge({"VERIFIED_BY_CI": "123"})  # a date: 20YY-MM-DD
     assert "not verified" in hook.verified_badge({})
     built = (site / "badge" / "verified.svg").read_text(encoding="utf-8")

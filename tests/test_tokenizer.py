@@ -1,10 +1,10 @@
-import importlib.util
 import json
 import random
 import re
 import time
 from pathlib import Path
 
+import pagecode
 import pytest
 import torch
 from hypothesis import given, settings
@@ -26,12 +26,7 @@ from gptlib.tokenizer import (
 ROOT = Path(__file__).resolve().parents[1]
 # The trainer as it was before it was made incremental (recount every pair after every
 # merge) lives in the benchmark that times the two; here it is the reference.
-_spec = importlib.util.spec_from_file_location(
-    "bench_tokenizer", ROOT / "benchmarks" / "bench_tokenizer.py"
-)
-bench_tokenizer = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(bench_tokenizer)
-train_reference = bench_tokenizer.train_reference
+train_reference = pagecode.load_module("benchmarks/bench_tokenizer.py").train_reference
 
 SAMPLES = [
     "",
