@@ -39,6 +39,8 @@ from gptlib.model import (
     CausalSelfAttention,
     GPTConfig,
     KVCache,
+    StaticKVCache,
+    manual_attention,
     preset_config,
 )
 from gptlib.tokenizer import (
@@ -77,6 +79,8 @@ __all__ = [
     "GPTClassifier",
     "GPTConfig",
     "KVCache",
+    "StaticKVCache",
+    "manual_attention",
     "LoRALinear",
     "MLP",
     "NonFiniteLossError",

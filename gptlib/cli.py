@@ -66,7 +66,7 @@ from gptlib.tokenizer import (
     train_tokenizer,
 )
 from gptlib.training import (
-    DTYPES,
+    DTYPE_CHOICES,
     METRICS_NAME,
     TRAIN_PRESETS,
     NonFiniteLossError,
@@ -85,7 +85,7 @@ HEAD_NAME = "classifier_head.safetensors"
 COMMON = ("device", "seed")
 # short forms the course uses
 ALIASES = {"max_steps": ["--steps"], "learning_rate": ["--lr"]}
-CHOICES = {"dtype": sorted(DTYPES)}
+CHOICES = {"dtype": list(DTYPE_CHOICES)}
 
 
 # --- flags from dataclasses -----------------------------------------------------------
@@ -409,6 +409,27 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: runs/finetune-classify)",
     )
     c.add_argument("texts", nargs="+", metavar="TEXT", help="the texts to label")
+
+    b = commands.add_parser(
+        "bench",
+        parents=[debug],
+        help="measure training or generation speed on this machine",
+        description="train: ms/step, tokens/s, peak memory (and MFU on a known GPU) "
+        "for each speed technique, each in a fresh process, taking turns. generate: "
+        "tokens/s without a KV cache and with each cache, by context length. "
+        "profile: where the time of one training step goes (CPU).",
+    )
+    b.add_argument("what", choices=["train", "generate", "profile"])
+    b.add_argument("--device", help="cpu, cuda, mps (default: the best available)")
+    b.add_argument(
+        "--preset",
+        choices=list(PRESETS),
+        help="model size (default: tiny on a CPU, gpt2 on a GPU for train; small "
+        "for generate)",
+    )
+    b.add_argument("--batch-size", type=int, help="default: 12 (CPU), 16 (GPU)")
+    b.add_argument("--steps", type=int, default=20, help="timed training steps")
+    b.add_argument("--repeats", type=int, default=3, help="runs of each setting")
     return parser
 
 
@@ -838,6 +859,43 @@ def cmd_classify(args: argparse.Namespace) -> int:
     return 0
 
 
+def check_bench(args: argparse.Namespace) -> None:
+    args.device = str(check_device(args))
+    for flag in ("batch_size", "steps", "repeats"):
+        value = getattr(args, flag)
+        if value is not None and value < 1:
+            raise UsageError(
+                f"--{flag.replace('_', '-')} must be 1 or more, got {value}"
+            )
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from gptlib import benchmark  # its imports are only needed here
+
+    on_gpu = args.device.startswith("cuda")
+    batch_size = args.batch_size or (16 if on_gpu else 12)
+    progress = lambda line: print(line, file=sys.stderr)  # noqa: E731
+    if args.what == "train":
+        settings = benchmark.CUDA_SETTINGS if on_gpu else benchmark.CPU_SETTINGS
+        preset = args.preset or ("gpt2" if on_gpu else "tiny")
+        rows = benchmark.bench_train(
+            settings, preset, batch_size, args.steps, 5, args.repeats, args.device,
+            progress,
+        )  # fmt: skip
+        print(f"{preset} preset, batch {batch_size}, on {args.device}:")
+        print(benchmark.train_table(rows))
+    elif args.what == "generate":
+        rows = benchmark.bench_generate(
+            args.preset or "small", repeats=args.repeats, device=args.device,
+            progress=progress,
+        )  # fmt: skip
+        print(benchmark.generate_table(rows))
+    else:
+        shares = benchmark.profile_training_step(args.preset or "tiny", batch_size)
+        print(benchmark.profile_table(shares))
+    return 0
+
+
 COMMANDS: dict[str, tuple[Callable, Callable]] = {
     # command: (check its flags, do the work)
     "train": (check_train, cmd_train),
@@ -845,6 +903,7 @@ COMMANDS: dict[str, tuple[Callable, Callable]] = {
     "sample": (check_sample, cmd_sample),
     "finetune": (check_finetune, cmd_finetune),
     "classify": (check_classify, cmd_classify),
+    "bench": (check_bench, cmd_bench),
 }
 # what a user can cause and fix: one line, no traceback
 USER_ERRORS = (

@@ -148,8 +148,13 @@ def get_batch(
     block_size: int,
     device: torch.device | str = "cpu",
     generator: torch.Generator | None = None,
+    pin_memory: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sample `batch_size` random windows: inputs x and targets y = x shifted by one."""
+    """Sample `batch_size` random windows: inputs x and targets y = x shifted by one.
+
+    For a CUDA `device`, `pin_memory` puts the batch in page-locked memory first, from
+    which the copy to the GPU runs while the GPU is still busy with the last step.
+    """
     if len(data) <= block_size:
         raise ValueError(
             f"need more than block_size={block_size} tokens to make a batch, "
@@ -173,6 +178,9 @@ def get_batch(
         chunk[:, :-1].contiguous(),
         chunk[:, 1:].contiguous(),
     )  # (B, T) each: y is x shifted by one, the next token at each position
+    if pin_memory and torch.device(device).type == "cuda":
+        x, y = x.pin_memory(), y.pin_memory()
+        return x.to(device, non_blocking=True), y.to(device, non_blocking=True)
     return x.to(device), y.to(device)
 
 

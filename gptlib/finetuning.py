@@ -36,6 +36,7 @@ from gptlib.training import (
     configure_optimizer,
     estimate_loss,
     lr_at,
+    resolve_dtype,
     train,
     train_step,
 )
@@ -251,8 +252,9 @@ def finetune(
     if not any(p.requires_grad for p in model.parameters()):
         raise ValueError("every parameter is frozen: there is nothing to fine-tune")
     optimizer = configure_optimizer(model, config)
-    autocast = autocast_for(device, config.dtype)
-    scaler = torch.amp.GradScaler(device.type, enabled=config.dtype == "float16")
+    dtype = resolve_dtype(device, config.dtype)
+    autocast = autocast_for(device, dtype)
+    scaler = torch.amp.GradScaler(device.type, enabled=dtype == "float16")
     torch.manual_seed(config.seed)
     losses = []
     model.train()

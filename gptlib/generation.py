@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import torch
 import torch.nn.functional as F
 
-from gptlib.model import GPT, KVCache
+from gptlib.model import GPT, StaticKVCache
 from gptlib.tokenizer import Tokenizer
 
 # --8<-- [end:imports]
@@ -82,7 +82,8 @@ def generate_tokens(
     (`max_new_tokens=0`: none).
 
     With `use_cache`, only the newest token goes through the model at each step; the
-    keys and values of earlier tokens come from a KVCache. Learned positions stop at
+    keys and values of earlier tokens come from a StaticKVCache (chapter 13: a KVCache
+    that does not grow, only fills up). Learned positions stop at
     block_size, so when the text outgrows the window the cache is rebuilt from the
     last block_size tokens (the same context the uncached loop sees).
     """
@@ -100,7 +101,7 @@ def generate_tokens(
                 idx[:, -block_size:]
             )  # recompute the whole context: (B, T, V)
         elif cache is None or len(cache) + 1 > block_size:
-            cache = KVCache(model.config.n_layer)
+            cache = StaticKVCache(model.config.n_layer, block_size)
             logits, _ = model(
                 idx[:, -block_size:], cache=cache
             )  # fill the cache with the context

@@ -22,6 +22,9 @@ from torch.nn.attention.bias import causal_lower_right
 
 
 # --8<-- [start:config]
+ATTENTION = ("sdpa", "manual")  # how CausalSelfAttention computes (chapter 13)
+
+
 @dataclass
 class GPTConfig:
     """The sizes a GPT is built from (`gptlib train --help` lists them as flags).
@@ -37,6 +40,7 @@ class GPTConfig:
     n_embd: int = 128  # the width of every token's vector
     dropout: float = 0.0  # share of units dropped while training
     bias: bool = True  # biases in Linear layers and LayerNorms, as in GPT-2
+    attention: str = "sdpa"  # "sdpa": PyTorch's fused kernel; "manual": written out
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
@@ -51,6 +55,10 @@ class GPTConfig:
             )
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.attention not in ATTENTION:
+            raise ValueError(
+                f"attention must be one of {ATTENTION}, got {self.attention!r}"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -78,6 +86,7 @@ class CausalSelfAttention(nn.Module):
         self.layer = layer  # which slot of a KVCache is ours (chapter 11)
         self.n_head = config.n_head
         self.dropout = config.dropout
+        self.manual = config.attention == "manual"  # chapter 13 measures both
         # q, k and v of all heads in one matmul
         self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
         self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
@@ -95,9 +104,12 @@ class CausalSelfAttention(nn.Module):
             k, v, mask = cache.update(self.layer, k, v)  # (B, H, past + T, D)
         # softmax(q k^T / sqrt(D) + causal mask) v, with a fused kernel where one exists
         dropout_p = self.dropout if self.training else 0.0
-        y = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, is_causal=mask is None, dropout_p=dropout_p
-        )  # (B, H, T, D)
+        if self.manual:
+            y = manual_attention(q, k, v, dropout_p)  # (B, H, T, D)
+        else:
+            y = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=mask, is_causal=mask is None, dropout_p=dropout_p
+            )  # (B, H, T, D)
         y = (
             y.transpose(1, 2).contiguous().view(B, T, C)
         )  # heads side by side: (B, T, C)
@@ -105,6 +117,27 @@ class CausalSelfAttention(nn.Module):
 
 
 # --8<-- [end:attention]
+
+
+# --8<-- [start:manual_attention]
+def manual_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout_p: float = 0.0
+) -> torch.Tensor:
+    """Causal attention written out, as chapter 06 builds it: q (B, H, T, D) against
+    k, v (B, H, S, D), where the T queries are the last T of the S positions.
+
+    Under bfloat16 autocast on a CPU this beats the fused kernel's backward pass
+    (chapter 13 measures it); the softmax runs in float32 either way.
+    """
+    T, S = q.size(2), k.size(2)
+    att = (q @ k.transpose(-2, -1)) / math.sqrt(q.size(-1))  # (B, H, T, S)
+    causal = torch.ones(T, S, dtype=torch.bool, device=q.device).tril(S - T)
+    att = att.float().masked_fill(~causal, float("-inf")).softmax(dim=-1)
+    att = F.dropout(att, dropout_p) if dropout_p > 0 else att
+    return att.to(v.dtype) @ v  # (B, H, T, D)
+
+
+# --8<-- [end:manual_attention]
 
 
 # --8<-- [start:mlp]
@@ -246,6 +279,22 @@ class GPT(nn.Module):
         n = sum(p.numel() for p in self.parameters())  # a shared tensor is listed once
         return n - self.pos_emb.weight.numel() if non_embedding else n
 
+    # --8<-- [start:mfu]
+    def flops_per_token(self) -> int:
+        """Training FLOPs per token, forward and backward (PaLM paper, appendix B):
+        6 per parameter for the matmuls, and 12 * L * H * Q * T for attention's
+        q @ k^T and att @ v (Q = head size, T = block_size)."""
+        c = self.config
+        attention = 12 * c.n_layer * c.n_head * (c.n_embd // c.n_head) * c.block_size
+        return 6 * self.num_params(non_embedding=True) + attention
+
+    def estimate_mfu(self, tokens_per_sec: float, peak_flops: float) -> float:
+        """Model FLOPs utilisation: the share of the device's peak FLOP/s that
+        training at `tokens_per_sec` uses for the model's own arithmetic."""
+        return self.flops_per_token() * tokens_per_sec / peak_flops
+
+    # --8<-- [end:mfu]
+
 
 # --8<-- [end:gpt]
 
@@ -320,3 +369,43 @@ class KVCache:
 
 
 # --8<-- [end:kv_cache]
+
+
+# --8<-- [start:static_kv_cache]
+class StaticKVCache(KVCache):
+    """A KVCache with room for `max_length` positions, allocated at the first update:
+    each step writes its keys and values in place, where `KVCache` concatenates
+    (a new, longer tensor per layer and token). `generate_tokens` uses this one.
+    """
+
+    def __init__(self, n_layer: int, max_length: int):
+        super().__init__(n_layer)
+        self.max_length = max_length
+        self.lengths = [0] * n_layer  # positions filled, per layer
+
+    def length(self, layer: int = 0) -> int:
+        return self.lengths[layer]
+
+    def update(
+        self, layer: int, k: torch.Tensor, v: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, Any]:
+        past, T = self.lengths[layer], k.size(2)
+        if past + T > self.max_length:
+            raise ValueError(
+                f"the cache holds {self.max_length} positions, not {past + T}"
+            )
+        if self.keys[layer] is None:  # the first step: (B, H, max_length, D) each
+            B, H, _, D = k.shape
+            self.keys[layer] = k.new_empty(B, H, self.max_length, D)
+            self.values[layer] = v.new_empty(B, H, self.max_length, D)
+        self.keys[layer][:, :, past : past + T] = k  # in place: no new memory
+        self.values[layer][:, :, past : past + T] = v
+        self.lengths[layer] = past + T
+        return (
+            self.keys[layer][:, :, : past + T],  # views of the filled part
+            self.values[layer][:, :, : past + T],
+            causal_lower_right(T, past + T),
+        )
+
+
+# --8<-- [end:static_kv_cache]

@@ -131,7 +131,7 @@ def test_train_help_lists_every_model_and_training_setting(capsys):
         "--steps" in out
         and "--lr" in out
         and "--no-compile" in out
-        and "{bfloat16,float16,float32}" in out
+        and "{auto,float32,bfloat16,float16}" in out
     )
     assert (
         "micro-batches per step: batch_size * this sequences" in out
