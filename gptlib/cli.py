@@ -430,6 +430,17 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--batch-size", type=int, help="default: 12 (CPU), 16 (GPU)")
     b.add_argument("--steps", type=int, default=20, help="timed training steps")
     b.add_argument("--repeats", type=int, default=3, help="runs of each setting")
+    b.add_argument(
+        "--only",
+        metavar="TEXT",
+        help="train: the baseline and the settings whose name contains TEXT",
+    )
+    b.add_argument(
+        "--max-context",
+        type=int,
+        default=1024,
+        help="generate: contexts 64, 128, ... up to this (default: 1024)",
+    )
     return parser
 
 
@@ -861,12 +872,30 @@ def cmd_classify(args: argparse.Namespace) -> int:
 
 def check_bench(args: argparse.Namespace) -> None:
     args.device = str(check_device(args))
+    bench_settings(args.device, args.only)  # a bad --only fails before any work
+    if args.max_context < 64:
+        raise UsageError(f"--max-context must be 64 or more, got {args.max_context}")
     for flag in ("batch_size", "steps", "repeats"):
         value = getattr(args, flag)
         if value is not None and value < 1:
             raise UsageError(
                 f"--{flag.replace('_', '-')} must be 1 or more, got {value}"
             )
+
+
+def bench_settings(device: str, only: str | None) -> list:
+    """The rows of `bench train`: every setting for the device, or the baseline (the
+    first row, which the others are compared with) and those whose name has `only`."""
+    from gptlib.benchmark import CPU_SETTINGS, CUDA_SETTINGS
+
+    settings = CUDA_SETTINGS if device.startswith("cuda") else CPU_SETTINGS
+    if only is None:
+        return settings
+    chosen = [s for s in settings[1:] if only.lower() in s.name.lower()]
+    if not chosen:
+        names = ", ".join(repr(s.name) for s in settings[1:])
+        raise UsageError(f"--only {only!r} matches none of {names}")
+    return [settings[0], *chosen]
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -876,7 +905,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     batch_size = args.batch_size or (16 if on_gpu else 12)
     progress = lambda line: print(line, file=sys.stderr)  # noqa: E731
     if args.what == "train":
-        settings = benchmark.CUDA_SETTINGS if on_gpu else benchmark.CPU_SETTINGS
+        settings = bench_settings(args.device, args.only)
         preset = args.preset or ("gpt2" if on_gpu else "tiny")
         rows = benchmark.bench_train(
             settings, preset, batch_size, args.steps, 5, args.repeats, args.device,
@@ -885,9 +914,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
         print(f"{preset} preset, batch {batch_size}, on {args.device}:")
         print(benchmark.train_table(rows))
     elif args.what == "generate":
+        contexts = [64]  # doubling up to --max-context
+        while contexts[-1] * 2 <= args.max_context:
+            contexts.append(contexts[-1] * 2)
         rows = benchmark.bench_generate(
-            args.preset or "small", repeats=args.repeats, device=args.device,
-            progress=progress,
+            args.preset or "small", tuple(contexts), repeats=args.repeats,
+            device=args.device, progress=progress,
         )  # fmt: skip
         print(benchmark.generate_table(rows))
     else:

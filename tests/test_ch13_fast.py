@@ -306,6 +306,8 @@ def test_the_profile_accounts_for_the_whole_step():
         (["bench", "train", "--steps", "0"], "--steps must be 1 or more"),
         (["bench", "generate", "--repeats", "-1"], "--repeats must be 1 or more"),
         (["bench", "train", "--device", "tpu"], "device"),
+        (["bench", "train", "--only", "quantum"], "--only 'quantum' matches none of"),
+        (["bench", "generate", "--max-context", "32"], "--max-context must be 64"),
     ],
 )
 def test_bench_refuses_bad_flags_in_one_line(argv, message, capsys):
@@ -345,3 +347,22 @@ def test_worker_processes_deliver_the_same_batches(tmp_path):
     for (x0, y0), (x2, y2) in zip(*runs):
         assert x0.shape == (4, 16) and torch.equal(x0, x2) and torch.equal(y0, y2)
     assert batches_per_second(batches(dataset, 4), n=5) > 0
+
+
+def test_bench_generate_doubles_the_context_up_to_the_flag(capsys):
+    argv = ["bench", "generate", "--preset", "nano", "--repeats", "1"]
+    assert main([*argv, "--max-context", "200"]) == 0
+    rows = capsys.readouterr().out.strip().splitlines()[2:]
+    assert [row.split(" | ")[1] for row in rows] == ["64", "128"] * 2  # batch 1, 8
+
+
+def test_bench_train_only_times_the_baseline_and_the_chosen_settings():
+    from gptlib.cli import bench_settings
+
+    rows = bench_settings("cpu", "MANUAL")
+    assert [s.name for s in rows] == [
+        "baseline: float32, SDPA, eager, AdamW",
+        "manual attention",
+        "bfloat16 + manual attention",
+    ]
+    assert bench_settings("cpu", None) == bench.CPU_SETTINGS
