@@ -164,6 +164,12 @@ CLI_CASES = [
     ("sample --checkpoint runs/nano --device foo", 2, "unknown device"),
     ("finetune --from runs/nano --task continue --device cuda", 2, "CUDA"),
     ("classify --checkpoint runs/nano --device foo x", 2, "unknown device"),
+    ("bench train --device foo", 2, "unknown device 'foo'"),
+    # numbers that cannot work
+    ("bench train --steps 0", 2, "--steps must be 1 or more"),
+    ("bench generate --repeats -1", 2, "--repeats must be 1 or more"),
+    ("bench generate --max-context 32", 2, "--max-context must be 64 or more"),
+    ("bench train --only quantum", 2, "--only 'quantum' matches none of"),
     # where a run goes: never over another run
     (f"train {NANO} --out runs/nano", 2, "already holds a run"),
     (f"train {NANO} --out runs/nano --resume --force", 2, "choose one"),
