@@ -31,7 +31,8 @@ from safetensors.torch import save as safetensors_bytes
 
 from gptlib.model import GPT, GPTConfig
 from gptlib.tokenizer import Tokenizer, tokenizer_from_dict
-from gptlib.training import TrainConfig, TrainState
+from gptlib.training import TrainConfig, TrainState, resolve_dtype
+from gptlib.utils import get_device
 
 # --8<-- [end:imports]
 
@@ -562,8 +563,12 @@ def train_config_changes(
     saved: dict[str, Any], config: TrainConfig
 ) -> dict[str, tuple[Any, Any]]:
     """The fields of `config` that differ from `saved` (a TrainConfig as a dict), as
-    {name: (saved value, new value)}; FREE_ON_RESUME fields are left out."""
-    now = asdict(config)
+    {name: (saved value, new value)}; FREE_ON_RESUME fields are left out. A dtype
+    of "auto" is compared as what it means on this run's device (train saves that)."""
+    device = get_device(config.device)
+    now = {**asdict(config), "dtype": resolve_dtype(device, config.dtype)}
+    if saved.get("dtype") == "auto":
+        saved = {**saved, "dtype": resolve_dtype(device, "auto")}
     return {
         name: (saved[name], value)
         for name, value in now.items()

@@ -15,7 +15,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -529,14 +529,15 @@ def train(
     if device.type == "cuda":  # TF32 matmuls: float32 range, ~8x the speed (ch. 13)
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-    dtype = resolve_dtype(device, config.dtype)
-    scaler = torch.amp.GradScaler(device.type, enabled=dtype == "float16")
+    # the run (and its checkpoint) records the dtype it trains in, never "auto"
+    config = replace(config, dtype=resolve_dtype(device, config.dtype))
+    scaler = torch.amp.GradScaler(device.type, enabled=config.dtype == "float16")
     state = TrainState(model, configure_optimizer(model, config), scaler, config)
     torch.manual_seed(config.seed)  # which windows the batches are, what dropout drops
     if checkpoint is not None:
         checkpoint.restore(state)  # a saved run continues where it stopped
     step_model = torch.compile(model) if config.compile else model  # same weights
-    autocast = autocast_for(device, dtype)
+    autocast = autocast_for(device, config.dtype)
     tokens_per_step = (
         config.batch_size * config.grad_accum_steps * model.config.block_size
     )

@@ -26,9 +26,9 @@ from gptlib.checkpoint import (
     temp_path,
     train_config_changes,
 )
-from gptlib.model import GPT, GPTConfig
+from gptlib.model import GPT, GPTConfig, preset_config
 from gptlib.tokenizer import CharTokenizer
-from gptlib.training import TrainConfig, TrainState, configure_optimizer
+from gptlib.training import TrainConfig, TrainState, configure_optimizer, train
 from gptlib.utils import seed_everything
 
 CFG = GPTConfig(vocab_size=12, block_size=8, n_layer=1, n_head=2, n_embd=16)
@@ -526,7 +526,24 @@ def test_train_config_changes():
     saved["retired_field"] = 1  # a field this gptlib no longer has: ignored
     del saved["seed"]  # one an older gptlib did not have: nothing to compare
     config = TrainConfig(max_steps=300, seed=5, progress=False)
-    assert train_config_changes(saved, config) == {"dtype": ("bfloat16", "auto")}
+    assert train_config_changes(saved, config) == {
+        "dtype": ("bfloat16", "float32")
+    }  # auto on a CPU
+
+
+def test_a_run_saved_with_float32_resumes_with_the_auto_default(tmp_path):
+    """A run records the dtype it trained in; "auto" resolves to it on the same
+    device, so a run saved by an older gptlib (float32 default) resumes unchanged."""
+    saved = asdict(TrainConfig(max_steps=300, dtype="float32", device="cpu"))
+    assert train_config_changes(saved, TrainConfig(max_steps=300, device="cpu")) == {}
+    config = TrainConfig(max_steps=3, eval_interval=3, device="cpu", progress=False)
+    torch.manual_seed(0)
+    model = GPT(preset_config("nano", vocab_size=5))
+    data = torch.arange(400) % 5
+    checkpoint = RunCheckpoint(tmp_path / "ckpt.safetensors")
+    train(model, data, data, config, checkpoint=checkpoint)
+    stored = load_checkpoint(tmp_path / "ckpt.safetensors").extra["train_config"]
+    assert stored["dtype"] == "float32"
 
 
 def test_stored_train_config_that_is_not_an_object(tmp_path):
