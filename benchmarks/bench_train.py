@@ -31,12 +31,13 @@ import torch
 from report import write_report  # benchmarks/report.py
 
 from gptlib.benchmark import (
-    CPU_SETTINGS,
-    CUDA_SETTINGS,
     Setting,
     bench_train,
     profile_table,
     profile_training_step,
+    result_line,
+    settings_for,
+    train_defaults,
     train_table,
 )
 from gptlib.utils import get_device
@@ -69,11 +70,11 @@ print("RESULT " + json.dumps(train_nanogpt_recipe(text, **kwargs)))
 """
 
 
-def result_line(stdout: str) -> dict:
-    for line in stdout.splitlines():
-        if line.startswith("RESULT "):
-            return json.loads(line[len("RESULT ") :])
-    raise RuntimeError(f"no RESULT line in:\n{stdout[-2000:]}")
+def printed_result(stdout: str) -> dict:
+    result = result_line(stdout)
+    if result is None:
+        raise RuntimeError(f"no RESULT line in:\n{stdout[-2000:]}")
+    return result
 
 
 def run_nanogpt(nanogpt: str, iters: int) -> dict:
@@ -83,7 +84,7 @@ def run_nanogpt(nanogpt: str, iters: int) -> dict:
          "--keep"],
         capture_output=True, text=True, check=True,
     )  # fmt: skip
-    result = result_line(p.stdout)
+    result = printed_result(p.stdout)
     work = Path(p.stdout.split("work dir kept: ")[1].splitlines()[0].strip())
     try:
         score = subprocess.run(
@@ -105,7 +106,7 @@ def run_gptlib(iters: int, **settings: str) -> dict:
          json.dumps({"steps": iters, **settings})],
         capture_output=True, text=True, check=True,
     )  # fmt: skip
-    return result_line(p.stdout)
+    return printed_result(p.stdout)
 
 
 def side_by_side(args: argparse.Namespace) -> None:
@@ -168,9 +169,10 @@ def side_by_side(args: argparse.Namespace) -> None:
 def settings_table(args: argparse.Namespace) -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     device = get_device(args.device)
-    settings = CUDA_SETTINGS if device.type == "cuda" else CPU_SETTINGS
-    preset = args.preset or ("gpt2" if device.type == "cuda" else "tiny")
-    batch = args.batch_size or (16 if device.type == "cuda" else 12)
+    settings = settings_for(device.type)
+    default_preset, default_batch = train_defaults(device.type)
+    preset = args.preset or default_preset
+    batch = args.batch_size or default_batch
     rows = bench_train(
         settings, preset, batch, args.steps, args.warmup, args.repeats, str(device)
     )

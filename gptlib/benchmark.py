@@ -133,6 +133,25 @@ CUDA_SETTINGS = [
 ]
 
 
+def settings_for(device: str, only: str | None = None) -> list[Setting]:
+    """The rows for `device` ("cpu", "cuda", ...): all of them, or the baseline (the
+    first row, which the others are compared with) and those whose name has `only`."""
+    settings = CUDA_SETTINGS if device.startswith("cuda") else CPU_SETTINGS
+    if only is None:
+        return settings
+    chosen = [s for s in settings[1:] if only.lower() in s.name.lower()]
+    if not chosen:
+        names = ", ".join(repr(s.name) for s in settings[1:])
+        raise ValueError(f"--only {only!r} matches none of {names}")
+    return [settings[0], *chosen]
+
+
+def train_defaults(device: str) -> tuple[str, int]:
+    """The preset and batch size the training benchmark uses on `device`: GPT-2
+    (124M) at batch 16 x 1024 on a GPU, the tiny model at batch 12 on a CPU."""
+    return ("gpt2", 16) if device.startswith("cuda") else ("tiny", 12)
+
+
 # --8<-- [end:setting]
 
 
@@ -219,11 +238,19 @@ def run_isolated(function: str, **kwargs: Any) -> dict[str, Any]:
         capture_output=True,
         text=True,
     )
-    for line in p.stdout.splitlines():
+    result = result_line(p.stdout)
+    if result is None:
+        error = (p.stderr.strip().splitlines() or ["no output"])[-1]
+        raise RuntimeError(f"{function} failed in its process: {error}")
+    return result
+
+
+def result_line(stdout: str) -> dict[str, Any] | None:
+    """The JSON object a benchmark process printed on its `RESULT ` line, if any."""
+    for line in stdout.splitlines():
         if line.startswith("RESULT "):
             return json.loads(line[len("RESULT ") :])
-    error = (p.stderr.strip().splitlines() or ["no output"])[-1]
-    raise RuntimeError(f"{function} failed in its process: {error}")
+    return None
 
 
 def time_training_from_json(text: str) -> dict[str, Any]:
@@ -364,9 +391,17 @@ def time_generation(
     return batch_size * new_tokens / (time.perf_counter() - start)
 
 
+def contexts_up_to(max_context: int) -> tuple[int, ...]:
+    """64, 128, 256, ... up to `max_context`."""
+    contexts = [64]
+    while contexts[-1] * 2 <= max_context:
+        contexts.append(contexts[-1] * 2)
+    return tuple(contexts)
+
+
 def bench_generate(
     preset: str = "small",
-    contexts: tuple[int, ...] = (64, 128, 256, 512, 1024),
+    contexts: tuple[int, ...] = contexts_up_to(1024),
     new_tokens: int = 32,
     batch_sizes: tuple[int, ...] = (1, 8),
     repeats: int = 3,

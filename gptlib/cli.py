@@ -872,7 +872,12 @@ def cmd_classify(args: argparse.Namespace) -> int:
 
 def check_bench(args: argparse.Namespace) -> None:
     args.device = str(check_device(args))
-    bench_settings(args.device, args.only)  # a bad --only fails before any work
+    from gptlib.benchmark import settings_for
+
+    try:
+        settings_for(args.device, args.only)  # a bad --only fails before any work
+    except ValueError as e:
+        raise UsageError(str(e)) from None
     if args.max_context < 64:
         raise UsageError(f"--max-context must be 64 or more, got {args.max_context}")
     for flag in ("batch_size", "steps", "repeats"):
@@ -883,30 +888,15 @@ def check_bench(args: argparse.Namespace) -> None:
             )
 
 
-def bench_settings(device: str, only: str | None) -> list:
-    """The rows of `bench train`: every setting for the device, or the baseline (the
-    first row, which the others are compared with) and those whose name has `only`."""
-    from gptlib.benchmark import CPU_SETTINGS, CUDA_SETTINGS
-
-    settings = CUDA_SETTINGS if device.startswith("cuda") else CPU_SETTINGS
-    if only is None:
-        return settings
-    chosen = [s for s in settings[1:] if only.lower() in s.name.lower()]
-    if not chosen:
-        names = ", ".join(repr(s.name) for s in settings[1:])
-        raise UsageError(f"--only {only!r} matches none of {names}")
-    return [settings[0], *chosen]
-
-
 def cmd_bench(args: argparse.Namespace) -> int:
     from gptlib import benchmark  # its imports are only needed here
 
-    on_gpu = args.device.startswith("cuda")
-    batch_size = args.batch_size or (16 if on_gpu else 12)
+    default_preset, default_batch = benchmark.train_defaults(args.device)
+    batch_size = args.batch_size or default_batch
     progress = lambda line: print(line, file=sys.stderr)  # noqa: E731
     if args.what == "train":
-        settings = bench_settings(args.device, args.only)
-        preset = args.preset or ("gpt2" if on_gpu else "tiny")
+        settings = benchmark.settings_for(args.device, args.only)
+        preset = args.preset or default_preset
         rows = benchmark.bench_train(
             settings, preset, batch_size, args.steps, 5, args.repeats, args.device,
             progress,
@@ -914,11 +904,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
         print(f"{preset} preset, batch {batch_size}, on {args.device}:")
         print(benchmark.train_table(rows))
     elif args.what == "generate":
-        contexts = [64]  # doubling up to --max-context
-        while contexts[-1] * 2 <= args.max_context:
-            contexts.append(contexts[-1] * 2)
         rows = benchmark.bench_generate(
-            args.preset or "small", tuple(contexts), repeats=args.repeats,
+            args.preset or "small", benchmark.contexts_up_to(args.max_context),
+            repeats=args.repeats,
             device=args.device, progress=progress,
         )  # fmt: skip
         print(benchmark.generate_table(rows))

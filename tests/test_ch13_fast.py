@@ -368,12 +368,13 @@ def test_bench_generate_doubles_the_context_up_to_the_flag(capsys):
 
 
 def test_bench_train_only_times_the_baseline_and_the_chosen_settings():
-    from gptlib.cli import bench_settings
-
-    rows = bench_settings("cpu", "MANUAL")
+    rows = bench.settings_for("cpu", "MANUAL")
     assert [s.name for s in rows] == [
         "baseline: float32, SDPA, eager, AdamW",
         "manual attention",
         "bfloat16 + manual attention",
     ]
-    assert bench_settings("cpu", None) == bench.CPU_SETTINGS
+    assert bench.settings_for("cpu") == bench.CPU_SETTINGS
+    assert bench.settings_for("cuda:0")[1].name == "TF32"
+    assert bench.contexts_up_to(1024) == (64, 128, 256, 512, 1024)
+    assert bench.contexts_up_to(200) == (64, 128)
