@@ -560,20 +560,40 @@ class TrainConfigChangedError(ValueError):
 
 
 def train_config_changes(
-    saved: dict[str, Any], config: TrainConfig
+    saved: dict[str, Any],
+    config: TrainConfig,
+    saved_world_size: int = 1,
+    world_size: int = 1,
 ) -> dict[str, tuple[Any, Any]]:
     """The fields of `config` that differ from `saved` (a TrainConfig as a dict), as
     {name: (saved value, new value)}; FREE_ON_RESUME fields are left out. A dtype
-    of "auto" is compared as what it means on this run's device (train saves that)."""
+    of "auto" is compared as what it means on this run's device (train saves that).
+    A run split over processes (chapter 14) is compared by its global batch: 2
+    processes accumulating 1 micro-batch each go on as 1 process accumulating 2."""
     device = get_device(config.device)
     now = {**asdict(config), "dtype": resolve_dtype(device, config.dtype)}
     if saved.get("dtype") == "auto":
         saved = {**saved, "dtype": resolve_dtype(device, "auto")}
+    if saved_world_size != 1 or world_size != 1:
+        accum = "grad_accum_steps x processes"
+        now[accum] = now.pop("grad_accum_steps") * world_size
+        if "grad_accum_steps" in saved:
+            saved = {**saved, accum: saved["grad_accum_steps"] * saved_world_size}
     return {
         name: (saved[name], value)
         for name, value in now.items()
         if name in saved and name not in FREE_ON_RESUME and saved[name] != value
     }
+
+
+def saved_world_size(ckpt: Checkpoint, path: Path) -> int:
+    """How many processes the saved run was split over (chapter 14); 1 if it does not
+    say."""
+    count = ckpt.extra.get("world_size", 1)
+    if not _is_count(count) or count < 1:
+        problem = f"{count!r} is not a number of processes"
+        raise damaged(path, "train_state.extra.world_size", problem)
+    return count
 
 
 class RunCheckpoint:
@@ -629,7 +649,9 @@ class RunCheckpoint:
         saved = ckpt.extra.get("train_config", {})
         if not isinstance(saved, dict):
             raise damaged(self.path, "train_state.extra.train_config", "not an object")
-        changes = train_config_changes(saved, state.config)
+        changes = train_config_changes(
+            saved, state.config, saved_world_size(ckpt, self.path), state.world_size
+        )
         if changes and not self.allow_config_change:
             raise TrainConfigChangedError(self.path, changes)
         state.model.load_state_dict(ckpt.model_state)  # checked by load_checkpoint
@@ -650,6 +672,8 @@ class RunCheckpoint:
 
     def save(self, state: TrainState) -> Path:
         extra: dict[str, Any] = {"train_config": asdict(state.config)}
+        if state.world_size > 1:  # grad_accum_steps was each process's (chapter 14)
+            extra["world_size"] = state.world_size
         if state.scaler.is_enabled():
             extra["scaler"] = state.scaler.state_dict()
         return save_checkpoint(

@@ -9,6 +9,7 @@ and its comment in the dataclass as the help; a flag left out takes the preset's
 import argparse
 import inspect
 import math
+import os
 import re
 import shlex
 import sys
@@ -29,6 +30,7 @@ from gptlib.checkpoint import (
     load_checkpoint,
     load_model,
     save_checkpoint,
+    saved_world_size,
     train_config_changes,
 )
 from gptlib.data import (
@@ -40,6 +42,7 @@ from gptlib.data import (
     prepare_token_files,
     train_val_split,
 )
+from gptlib.distributed import DataParallel, data_parallel, world_size
 from gptlib.finetuning import (
     LABELS,
     PROMPT_TEMPLATE,
@@ -193,7 +196,9 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[common],
         help="train a GPT on a corpus",
         description="Train a GPT. A preset fixes the model size and the training "
-        "settings; any flag you give overrides the preset.",
+        "settings; any flag you give overrides the preset. Under torchrun "
+        "(torchrun --nproc_per_node=N -m gptlib train ...) the N processes share "
+        "each step: the global batch is batch size x accumulation x N.",
     )
     data = t.add_argument_group("data")
     data.add_argument(
@@ -535,7 +540,12 @@ def check_train(args: argparse.Namespace) -> None:
                 f"--resume: {path} holds no tokenizer to encode --corpus with"
             )
         saved = ckpt.extra.get("train_config")
-        changes = train_config_changes(saved, config) if isinstance(saved, dict) else {}
+        processes = (saved_world_size(ckpt, path), world_size())
+        changes = (
+            train_config_changes(saved, config, *processes)
+            if isinstance(saved, dict)
+            else {}
+        )
         if changes and not args.allow_config_change:
             listed = ", ".join(
                 f"{k} {old} -> {new}" for k, (old, new) in changes.items()
@@ -632,9 +642,9 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     return 0
 
 
-def resume_command(argv: list[str], out_dir: Path) -> str:
+def resume_command(argv: list[str], out_dir: Path, processes: int = 1) -> str:
     """The command that continues this run: the same flags, without --stop-at and
-    --force, with --resume and --out."""
+    --force, with --resume and --out (under torchrun when the run had processes)."""
     kept, skip = [], False
     for arg in argv:
         if skip:
@@ -645,12 +655,26 @@ def resume_command(argv: list[str], out_dir: Path) -> str:
             kept.append(arg)
     if not any(a == "--out" or a.startswith("--out=") for a in kept):
         kept += ["--out", str(out_dir)]
-    return shlex.join(["gptlib", *kept, "--resume"])
+    launcher = ["gptlib"]
+    if processes > 1:
+        nproc = f"--nproc_per_node={processes}"  # on one machine; several: chapter 14
+        launcher = ["torchrun", "--standalone", nproc, "-m", "gptlib"]
+    return shlex.join([*launcher, *kept, "--resume"])
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    out_dir = args.out or RUNS_DIR / args.preset
     config = train_config(args.preset, **given(args, TrainConfig))
+    # under torchrun: this process is one of several that share each step (ch. 14)
+    with data_parallel(config.device) as parallel:
+        return train_run(args, config, parallel)
+
+
+def train_run(
+    args: argparse.Namespace, config: TrainConfig, parallel: DataParallel | None
+) -> int:
+    main = parallel is None or parallel.is_main  # only one process prints
+    say = print if main else lambda *_: None
+    out_dir = args.out or RUNS_DIR / args.preset
     seed_everything(config.seed)
     if args.data is not None:
         train_data, val_data, tokenizer = load_token_files(args.data)
@@ -662,7 +686,10 @@ def cmd_train(args: argparse.Namespace) -> int:
             tokenizer = args.resumed_checkpoint.tokenizer
         else:
             tokenizer = train_tokenizer(
-                text, args.tokenizer, args.bpe_vocab_size, progress=config.progress
+                text,
+                args.tokenizer,
+                args.bpe_vocab_size,
+                progress=config.progress and main,
             )
         train_data, val_data = train_val_split(encode_corpus(text, tokenizer), 0.1)
         source = f"corpus {args.corpus}: {len(text):,} characters ->"
@@ -675,14 +702,21 @@ def cmd_train(args: argparse.Namespace) -> int:
             f"smaller than the tokenizer's {tokenizer.vocab_size}"
         )
     model = GPT(model_config)
-    print(
+    say(
         f"{source} {len(train_data) + len(val_data):,} tokens "
         f"({tokenizer.kind} tokenizer, vocab {tokenizer.vocab_size})"
     )
-    print(
+    say(
         f"model {args.preset}: {model.num_params():,} parameters; "
         f"training {config.max_steps} steps -> {out_dir}"
     )
+    processes = 1 if parallel is None else parallel.world_size
+    if processes > 1:
+        tokens = config.batch_size * config.grad_accum_steps * model_config.block_size
+        say(
+            f"{processes} processes x {tokens:,} tokens = a global batch of "
+            f"{processes * tokens:,} tokens per step"
+        )
     checkpoint = RunCheckpoint(
         out_dir / CHECKPOINT_NAME,
         tokenizer,
@@ -697,18 +731,19 @@ def cmd_train(args: argparse.Namespace) -> int:
         out_dir,
         checkpoint,
         stop_at_step=args.stop_at,
+        parallel=parallel,
     )
     if result.interrupted or result.stopped_early:
-        print(
+        say(
             f"stopped at step {result.steps}; resume with: "
-            f"{resume_command(args.argv, out_dir)}"
+            f"{resume_command(args.argv, out_dir, processes)}"
         )
     elif result.final:
-        print(
+        say(
             f"step {result.steps}: train loss {result.final['train_loss']:.3f}, "
             f"val loss {result.final['val_loss']:.3f} ({result.seconds:.0f} s)"
         )
-    print(f"checkpoint: {result.checkpoint}")
+    say(f"checkpoint: {result.checkpoint}")
     return EXIT_INTERRUPTED if result.interrupted else 0
 
 
@@ -940,7 +975,9 @@ BAD_FILES = (CheckpointError, TokenFileError, OSError)
 def report(args: argparse.Namespace, error: BaseException | str, status: int) -> int:
     """One line on stderr: `gptlib COMMAND: error: ...`, and the exit status."""
     message = " ".join(str(error).split())  # one line, whatever the message held
-    print(f"gptlib {args.command}: error: {message}", file=sys.stderr)
+    # under torchrun, which of the processes failed
+    rank = f" (rank {os.environ['RANK']})" if world_size() > 1 else ""
+    print(f"gptlib {args.command}{rank}: error: {message}", file=sys.stderr)
     return status
 
 
@@ -969,9 +1006,10 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:  # a bug of gptlib's, or a case it does not handle yet
         if args.debug:
             raise
+        if world_size() > 1:  # a process whose partner failed first fails this way
+            hint = "if another process of the run failed first, its error is the cause"
+        else:
+            hint = "run again with --debug for the traceback, and please report it"
         return report(
-            args,
-            f"unexpected {type(e).__name__}: {e} (run again with --debug for the "
-            "traceback, and please report it)",
-            EXIT_FAILURE,
+            args, f"unexpected {type(e).__name__}: {e} ({hint})", EXIT_FAILURE
         )

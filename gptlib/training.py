@@ -3,8 +3,9 @@ accumulation, mixed precision, evaluation, a progress bar, a JSON-lines metrics 
 and a clean stop on Ctrl-C.
 
 Chapter 09 (Training) builds this file. Saving a run and resuming it (chapter 10) plug
-into `train` through its `checkpoint` argument; this module never imports
-gptlib.checkpoint.
+into `train` through its `checkpoint` argument, and several processes (chapter 14)
+through its `parallel` argument; this module never imports gptlib.checkpoint or
+gptlib.distributed.
 """
 
 # --8<-- [start:imports]
@@ -221,11 +222,15 @@ def train_step(
     """
     optimizer.zero_grad(set_to_none=True)
     total = torch.zeros((), device=batches[0][0].device)
-    for x, y in batches:
-        with autocast:
+    for i, (x, y) in enumerate(batches):
+        # a model split over processes (chapter 14) averages the gradients only after
+        # the last micro-batch's backward: no_sync skips that for the others
+        last = i == len(batches) - 1
+        no_sync = getattr(model, "no_sync", contextlib.nullcontext)
+        with autocast, contextlib.nullcontext() if last else no_sync():
             _, loss = model(x, y)
-        loss = loss / len(batches)
-        scaler.scale(loss).backward()  # the scaler is a no-op unless float16
+            loss = loss / len(batches)
+            scaler.scale(loss).backward()  # the scaler is a no-op unless float16
         total += loss.detach()
     scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
     max_norm = grad_clip if grad_clip > 0 else math.inf
@@ -337,6 +342,7 @@ class TrainState:
     scaler: torch.amp.GradScaler
     config: TrainConfig
     step: int = 0
+    world_size: int = 1  # processes the run is split over (chapter 14)
 
 
 class Checkpointer(Protocol):
@@ -345,6 +351,34 @@ class Checkpointer(Protocol):
     def restore(self, state: TrainState) -> None: ...
 
     def save(self, state: TrainState) -> Path: ...
+
+
+class Parallel(Protocol):
+    """One process of a run split over several (gptlib.distributed.DataParallel,
+    chapter 14)."""
+
+    rank: int
+    world_size: int
+    device: torch.device
+    is_main: bool  # the one process that logs, shows progress and saves
+
+    def wrap(self, model: torch.nn.Module) -> torch.nn.Module: ...
+
+    def batches(
+        self,
+        data: torch.Tensor,
+        batch_size: int,
+        block_size: int,
+        grad_accum_steps: int,
+    ) -> list[tuple[torch.Tensor, torch.Tensor]]: ...
+
+    def own_randomness(
+        self, seed: int, step: int
+    ) -> contextlib.AbstractContextManager: ...
+
+    def mean(self, value: float) -> float: ...
+
+    def any(self, flag: bool) -> bool: ...
 
 
 class MetricsLog:
@@ -434,6 +468,7 @@ def take_step(
     train_data: torch.Tensor,
     autocast: contextlib.AbstractContextManager,
     device: torch.device,
+    parallel: Parallel | None = None,
 ) -> tuple[float, float, float]:
     """One step of the run: this step's learning rate, fresh batches, `train_step`.
     Returns (loss, gradient norm, learning rate)."""
@@ -441,15 +476,26 @@ def take_step(
     lr = lr_at(state.step, config)
     for group in state.optimizer.param_groups:
         group["lr"] = lr
-    block_size = state.model.config.block_size
-    batches = [
-        get_batch(train_data, config.batch_size, block_size, device)
-        for _ in range(config.grad_accum_steps)
-    ]
+    block_size, accum = state.model.config.block_size, config.grad_accum_steps
+    if parallel is None:
+        batches = [
+            get_batch(train_data, config.batch_size, block_size, device)
+            for _ in range(accum)
+        ]
+        randomness = contextlib.nullcontext()
+    else:  # this process's share of the step's batches (chapter 14)
+        batches = parallel.batches(train_data, config.batch_size, block_size, accum)
+        randomness = parallel.own_randomness(config.seed, state.step)
     try:
-        loss, grad_norm = train_step(
-            model, state.optimizer, batches, config.grad_clip, autocast, state.scaler
-        )
+        with randomness:
+            loss, grad_norm = train_step(
+                model,
+                state.optimizer,
+                batches,
+                config.grad_clip,
+                autocast,
+                state.scaler,
+            )
     except NonFiniteLossError as e:
         raise NonFiniteLossError(
             f"{e} at step {state.step} (lr={lr:.2e}); "
@@ -510,6 +556,7 @@ def train(
     out_dir: str | Path | None = None,
     checkpoint: Checkpointer | None = None,
     stop_at_step: int | None = None,
+    parallel: Parallel | None = None,
 ) -> TrainResult:
     """Train `model` on random batches of `train_data`, evaluating on `val_data`.
 
@@ -517,6 +564,8 @@ def train(
     a `checkpoint`, the run is saved at every evaluation, at the end and on Ctrl-C,
     and continues from the saved run if there is one to resume (chapter 10).
     `stop_at_step` ends this run early while the schedule still aims at max_steps.
+    With `parallel`, this process is one of several that share each step (chapter
+    14); only the main one writes the log, the progress bar and the checkpoint.
     """
     for name, data in (("training", train_data), ("validation", val_data)):
         if len(data) <= model.config.block_size:
@@ -524,7 +573,7 @@ def train(
                 f"the {name} data has {len(data)} tokens, but a batch needs "
                 f"more than block_size={model.config.block_size}"
             )
-    device = get_device(config.device)
+    device = get_device(config.device) if parallel is None else parallel.device
     model.to(device)
     if device.type == "cuda":  # TF32 matmuls: float32 range, ~8x the speed (ch. 13)
         torch.backends.cuda.matmul.allow_tf32 = True
@@ -532,29 +581,43 @@ def train(
     # the run (and its checkpoint) records the dtype it trains in, never "auto"
     config = replace(config, dtype=resolve_dtype(device, config.dtype))
     scaler = torch.amp.GradScaler(device.type, enabled=config.dtype == "float16")
-    state = TrainState(model, configure_optimizer(model, config), scaler, config)
+    world_size = 1 if parallel is None else parallel.world_size
+    state = TrainState(
+        model, configure_optimizer(model, config), scaler, config, 0, world_size
+    )
     torch.manual_seed(config.seed)  # which windows the batches are, what dropout drops
     if checkpoint is not None:
         checkpoint.restore(state)  # a saved run continues where it stopped
     step_model = torch.compile(model) if config.compile else model  # same weights
+    if parallel is not None:  # the processes average their gradients (chapter 14)
+        step_model = parallel.wrap(step_model)
+    main = parallel is None or parallel.is_main  # the process that logs and saves
     autocast = autocast_for(device, config.dtype)
-    tokens_per_step = (
-        config.batch_size * config.grad_accum_steps * model.config.block_size
+    tokens_per_step = (  # the global batch: micro-batch x accumulation x processes
+        config.batch_size
+        * config.grad_accum_steps
+        * world_size
+        * model.config.block_size
     )
     result = TrainResult(steps=state.step)
     start, step_seconds = time.perf_counter(), 0.0  # training time since the last log
     model.train()
     with (
-        MetricsLog(out_dir, resume_step=state.step) as log,
+        MetricsLog(out_dir if main else None, resume_step=state.step) as log,
         tqdm(
             total=config.max_steps,
             initial=state.step,
-            disable=not config.progress,
+            disable=not (config.progress and main),
             desc="train",
             unit="step",
         ) as bar,
         StopOnCtrlC() as ctrl_c,
     ):
+
+        def stop_requested() -> bool:  # several processes stop together, if any asks
+            if parallel is None:
+                return ctrl_c.requested
+            return parallel.any(ctrl_c.requested)
 
         def evaluate_and_log() -> None:
             record = evaluate(
@@ -566,14 +629,16 @@ def train(
         if state.step == 0:  # the loss before training: about ln(vocab_size)
             evaluate_and_log()
         # a Ctrl-C during that first evaluation ends the run before its first step
-        while state.step < config.max_steps and not ctrl_c.requested:
+        while state.step < config.max_steps and not stop_requested():
             tick = time.perf_counter()
             loss, grad_norm, lr = take_step(
-                state, step_model, train_data, autocast, device
+                state, step_model, train_data, autocast, device, parallel
             )
             step_seconds += time.perf_counter() - tick
             bar.update()
             if state.step % config.log_interval == 0:
+                if parallel is not None:  # each process's loss is of its own batches
+                    loss = parallel.mean(loss)
                 tokens_per_sec = tokens_per_step * config.log_interval / step_seconds
                 step_seconds = 0.0
                 bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{tokens_per_sec:,.0f}")
@@ -590,15 +655,15 @@ def train(
             evaluating = state.step % config.eval_interval == 0 or done
             if evaluating:
                 evaluate_and_log()
-            if ctrl_c.requested:
+            if stop_requested():
                 break
             if state.step == stop_at_step:
                 result.stopped_early = True
                 break
-            if evaluating and checkpoint is not None and not done:
+            if evaluating and checkpoint is not None and main and not done:
                 checkpoint.save(state)  # the last checkpoint comes after the loop
-        result.interrupted = ctrl_c.requested
-        if checkpoint is not None:  # at the end, at stop_at_step, or after a Ctrl-C
+        result.interrupted = stop_requested()
+        if checkpoint is not None and main:  # at the end, at stop_at_step, or Ctrl-C
             result.checkpoint = checkpoint.save(state)
     result.steps = state.step
     result.seconds = time.perf_counter() - start
