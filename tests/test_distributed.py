@@ -54,28 +54,38 @@ def torchrun_env(tmp: Path) -> dict[str, str]:
     return env
 
 
-def torchrun(
+def start_torchrun(
     processes: int, *args: str, cwd: Path, module: str = "gptlib"
-) -> subprocess.CompletedProcess:
-    """`torchrun --nproc_per_node=N -m MODULE ARGS` on the CPU, bounded in time: a job
-    that hangs is killed, its processes too (torchrun starts each in a session of its
-    own, which killing torchrun does not reach)."""
+) -> subprocess.Popen:
+    """`torchrun --nproc_per_node=N -m MODULE ARGS` on the CPU, started."""
     command = [*TORCHRUN, f"--nproc_per_node={processes}", "-m", module, *args]
-    with subprocess.Popen(
+    return subprocess.Popen(
         command,
         cwd=cwd,
         env=torchrun_env(cwd),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-    ) as job:
+    )
+
+
+def finish(job: subprocess.Popen, cwd: Path) -> subprocess.CompletedProcess:
+    """Wait for a job, bounded in time: one that hangs is killed, its processes too
+    (torchrun starts each in a session of its own, which killing torchrun misses)."""
+    with job:
         try:
             stdout, stderr = job.communicate(timeout=TIMEOUT_S)
         except subprocess.TimeoutExpired:
             kill_processes_of(cwd)
             job.kill()
             raise
-    return subprocess.CompletedProcess(command, job.returncode, stdout, stderr)
+    return subprocess.CompletedProcess(job.args, job.returncode, stdout, stderr)
+
+
+def torchrun(
+    processes: int, *args: str, cwd: Path, module: str = "gptlib"
+) -> subprocess.CompletedProcess:
+    return finish(start_torchrun(processes, *args, cwd=cwd, module=module), cwd)
 
 
 def kill_processes_of(tmp: Path) -> None:
@@ -206,26 +216,15 @@ def test_a_failing_process_ends_the_whole_job(runs, tmp_path):
 def test_ctrl_c_stops_every_process_after_the_same_step_and_saves(runs, tmp_path):
     data = ["--data", str(runs / "data")]
     flags = [*data, *MODEL.split(), "--steps", "100000", "--eval-interval", "1000"]
-    command = [*TORCHRUN, "--nproc_per_node=2", "-m", "gptlib", "train", *flags]
-    command += ["--eval-batches", "2", "--no-progress", "--device", "cpu"]
-    with subprocess.Popen(
-        command,
-        cwd=tmp_path,
-        env=torchrun_env(tmp_path),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    ) as job:
-        for line in job.stdout:  # training has started once this is printed
-            if "global batch" in line:
-                break
-        time.sleep(1.0)
-        job.send_signal(signal.SIGINT)  # what Ctrl-C in the terminal does
-        try:
-            stdout, stderr = job.communicate(timeout=TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            kill_processes_of(tmp_path)
-            raise
+    flags += ["--eval-batches", "2", "--no-progress", "--device", "cpu"]
+    job = start_torchrun(2, "train", *flags, cwd=tmp_path)
+    for line in job.stdout:  # training has started once this is printed
+        if "global batch" in line:
+            break
+    time.sleep(1.0)
+    job.send_signal(signal.SIGINT)  # what Ctrl-C in the terminal does
+    done = finish(job, tmp_path)
+    stdout, stderr = done.stdout, done.stderr
     assert stdout.count("Ctrl-C: stopping after this step") == 2  # both processes
     assert "stopped at step" in stdout, stderr[-3000:]
     step = int(stdout.split("stopped at step ")[1].split(";")[0])
