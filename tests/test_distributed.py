@@ -195,6 +195,21 @@ def test_resume_under_two_and_under_one_process(runs):
     assert "world_size" not in load_checkpoint(resumed).extra
 
 
+def test_a_one_process_checkpoint_resumes_under_two_processes(runs):
+    """And the other way: the 1-process run stopped at step 3 goes on under torchrun."""
+    (runs / "two-from-one").mkdir()
+    stopped = runs / "one-3/checkpoint.safetensors"
+    (runs / "two-from-one/checkpoint.safetensors").write_bytes(stopped.read_bytes())
+    data = ["--data", str(runs / "data")]
+    flags = [*data, *FLAGS, "--out", "two-from-one", "--resume"]
+    done = torchrun(2, "train", *flags, cwd=runs)
+    assert done.returncode == 0, done.stderr[-3000:]
+    resumed = runs / "two-from-one/checkpoint.safetensors"
+    end = runs / "one-6/checkpoint.safetensors"
+    assert max_difference(resumed, end) <= TOLERANCE
+    assert load_checkpoint(resumed).extra["world_size"] == 2
+
+
 def test_a_failing_process_ends_the_whole_job(runs, tmp_path):
     """One process raises at its second step while the other waits for it in an
     all-reduce: torchrun stops both, says which failed, and exits non-zero."""
