@@ -16,7 +16,6 @@ from typing import Any
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from torch.nn.attention.bias import causal_lower_right
 
 # --8<-- [end:imports]
 
@@ -361,11 +360,18 @@ class KVCache:
             v = torch.cat([self.values[layer], v], dim=2)
         self.keys[layer], self.values[layer] = k, v
         T = k.size(2) - past
-        return (
-            k,
-            v,
-            causal_lower_right(T, past + T),
-        )  # the causal mask, bottom-right aligned
+        return k, v, bottom_right_causal_mask(T, past + T)
+
+
+def bottom_right_causal_mask(T: int, S: int) -> Any:
+    """The causal mask of T new queries over S keys, aligned to the bottom right: query
+    i sees keys 0 .. S - T + i. PyTorch's `causal_lower_right` gives it to SDPA without
+    building a T x S tensor."""
+    # imported here, not at the top: it loads torch's compiler (about 1.5 s at every
+    # start), which only generating needs
+    from torch.nn.attention.bias import causal_lower_right
+
+    return causal_lower_right(T, S)
 
 
 # --8<-- [end:kv_cache]
@@ -404,7 +410,7 @@ class StaticKVCache(KVCache):
         return (
             self.keys[layer][:, :, : past + T],  # views of the filled part
             self.values[layer][:, :, : past + T],
-            causal_lower_right(T, past + T),
+            bottom_right_causal_mask(T, past + T),
         )
 
 
