@@ -227,8 +227,9 @@ def train_step(
         # the last micro-batch's backward: no_sync skips that for the others
         last = i == len(batches) - 1
         no_sync = getattr(model, "no_sync", contextlib.nullcontext)
-        with autocast, contextlib.nullcontext() if last else no_sync():
-            _, loss = model(x, y)
+        with contextlib.nullcontext() if last else no_sync():
+            with autocast:  # the forward pass only: backward follows its dtypes
+                _, loss = model(x, y)
             loss = loss / len(batches)
             scaler.scale(loss).backward()  # the scaler is a no-op unless float16
         total += loss.detach()

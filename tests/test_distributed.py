@@ -231,12 +231,15 @@ def test_a_failing_process_ends_the_whole_job(runs, tmp_path):
 def test_ctrl_c_stops_every_process_after_the_same_step_and_saves(runs, tmp_path):
     data = ["--data", str(runs / "data")]
     flags = [*data, *MODEL.split(), "--steps", "100000", "--eval-interval", "1000"]
-    flags += ["--eval-batches", "2", "--no-progress", "--device", "cpu"]
-    job = start_torchrun(2, "train", *flags, cwd=tmp_path)
-    for line in job.stdout:  # training has started once this is printed
-        if "global batch" in line:
-            break
-    time.sleep(1.0)
+    flags += ["--eval-batches", "2", "--log-interval", "1", "--no-progress"]
+    job = start_torchrun(2, "train", *flags, "--device", "cpu", cwd=tmp_path)
+    # a step's loss in the log: both processes are in the loop, with their Ctrl-C
+    # handlers (the loss is averaged over them)
+    log = tmp_path / "runs/nano/metrics.jsonl"
+    deadline = time.monotonic() + TIMEOUT_S
+    while not (log.exists() and '"loss"' in log.read_text()):
+        assert job.poll() is None and time.monotonic() < deadline, "no training step"
+        time.sleep(0.1)
     job.send_signal(signal.SIGINT)  # what Ctrl-C in the terminal does
     done = finish(job, tmp_path)
     stdout, stderr = done.stdout, done.stderr
