@@ -116,8 +116,9 @@ class DataParallel:
         grad_accum_steps: int,
     ) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """This process's micro-batches of the step. Every process draws all of the
-        global batch's windows (only their positions cost anything), in the order one
-        process would, and keeps its own `grad_accum_steps` of them."""
+        global batch's windows, in the order one process would, and keeps its own
+        `grad_accum_steps` of them; the others are sliced on the CPU and dropped (a
+        few KB each, next to a step's work)."""
         mine = range(self.rank * grad_accum_steps, (self.rank + 1) * grad_accum_steps)
         batches = []
         for i in range(self.world_size * grad_accum_steps):
