@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import http.server
+import math
 import os
 import re
 import shutil
@@ -42,7 +43,23 @@ SHARED_SHAKESPEARE = (
 if SHARED_SHAKESPEARE.is_file():
     os.environ.setdefault("GPTLIB_TINYSHAKESPEARE", str(SHARED_SHAKESPEARE))
 
+# Under pytest-xdist (`./dev test` runs `-n auto`), the workers share the cores: each
+# worker, the page kernels it starts and the processes its tests start get their share
+# of threads. Tiny models slow down many times over when threads outnumber cores.
+# Page kernels are the exception (PageSession.env): a page's numbers were measured with
+# torch's own thread count, and sums split over other threads round differently; one
+# worker runs the pages, one after another (pytest_collection_modifyitems).
+OMP_THREADS_GIVEN = os.environ.get("OMP_NUM_THREADS")
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
+    _share = (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, _share)))
+    # threads that wait sleep instead of spinning on a core another worker needs
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 BLOCK_TIMEOUT_S = 600
+# Groups of tests that take minutes (measured on 2 cores: the pages about 8, the wheel
+# and the site about 2 each): under pytest-xdist they are sent out first, in this order.
+LONG_GROUPS = ("pages", "tests/test_wheel.py", "site")
 ANSI = re.compile(r"\x1b\[[0-9;]*m")  # the colours of IPython's tracebacks
 COMMITTED_FIGURES = pagecode.DOCS / "figures"
 FIGURE_TOLERANCE = (
@@ -119,6 +136,11 @@ class PageSession:
         env["PATH"] = (
             str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
         )
+        if OMP_THREADS_GIVEN is None:  # torch's own choice, as in the reader's session
+            env.pop("OMP_NUM_THREADS", None)
+        # Threads that wait sleep instead of spinning: while another worker holds a
+        # core, spinning threads of a small model's ops slow it down many times over.
+        env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
         env["MPLBACKEND"] = "Agg"  # no windows: figures are written to files instead
         env["PAGE_FIGURES_DIR"] = str(self.figures_dir)
         env["PYTHONUNBUFFERED"] = "1"
@@ -268,9 +290,12 @@ class DocPage(pytest.File):
                 )
             self.blocks_.append(item)
             yield item
+        if not english_runs and any(b.block.kind == "python" for b in self.blocks_):
+            # after the page's blocks, on the same worker: the figures it drew
+            yield FiguresAreCurrent.from_parent(self, name="figures are current")
 
     def setup(self) -> None:
-        self.session_ = PageSession(self.path, self.config._figures_dir)
+        self.session_ = PageSession(self.path, page_figures_dir(self.config, self.path))
 
     def teardown(self) -> None:
         if self.session_ is not None:
@@ -311,9 +336,12 @@ class DocBlock(pytest.Item):
         if problem:
             session.failed = self.name
             raise BlockFailed(problem)
+        # counted where the report arrives (the main process, under pytest-xdist)
         if self.block.expected_output is not None:
-            self.config._page_counts[(self.lang, "output checked")] += 1
-        self.config._page_counts[(self.lang, f"{self.block.kind} run")] += 1
+            self.user_properties.append(("page count", (self.lang, "output checked")))
+        self.user_properties.append(
+            ("page count", (self.lang, f"{self.block.kind} run"))
+        )
 
     def repr_failure(self, excinfo, style=None) -> str:
         if isinstance(excinfo.value, BlockFailed):
@@ -335,14 +363,23 @@ class DocBlock(pytest.Item):
         )
 
 
+def page_figures_dir(config: pytest.Config, page: Path) -> Path:
+    """Where a page's kernel saves its figures: docs/figures itself under `./dev
+    figures`, else a folder of its own (pages may run in different processes)."""
+    if os.environ.get("PAGE_FIGURES_DIR"):
+        return config._figures_dir  # type: ignore[attr-defined]
+    return config._figures_dir / page.stem  # type: ignore[attr-defined]
+
+
 class FiguresAreCurrent(pytest.Item):
-    """After the pages ran: each figure they drew matches its docs/figures/ copy."""
+    """After a page's blocks ran: each figure it drew matches its docs/figures/ copy."""
 
     def runtest(self) -> None:
         from matplotlib.testing.compare import compare_images
 
-        drawn = sorted(self.config._figures_dir.glob("*.png"))
-        if self.config._figures_dir.resolve() == COMMITTED_FIGURES.resolve():
+        folder = page_figures_dir(self.config, self.path)
+        drawn = sorted(folder.glob("*.png"))
+        if folder.resolve() == COMMITTED_FIGURES.resolve():
             pytest.skip("the figures were just redrawn into docs/figures")
         stale = []
         for new in drawn:
@@ -374,20 +411,67 @@ class FiguresAreCurrent(pytest.Item):
         return super().repr_failure(excinfo)
 
     def reportinfo(self):
-        return COMMITTED_FIGURES, None, "docs/figures are current"
+        return self.path, None, f"{self.path.name}: its figures are current"
 
 
-@pytest.hookimpl(trylast=True)
+def xdist_group(nodeid: str) -> str:
+    """The group a test runs in under pytest-xdist: its file, except that all the pages
+    are one group (run one after another by one worker: their numbers were measured
+    with all the machine's threads, see PageSession.env, and two such kernels at once
+    would fight over the cores), and that the site build and the browser tests, which
+    share the built site, are one."""
+    path = nodeid.split("::")[0]
+    if path.startswith("docs/"):
+        return "pages"
+    return (
+        "site"
+        if path in ("tests/test_site_build.py", "tests/test_browser.py")
+        else path
+    )
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    """`./dev test` runs one worker per core: each worker takes a whole group at a
+    time (xdist_group), in the order the workers collected them."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class GroupScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return xdist_group(nodeid)
+
+    return GroupScheduling(config, log)
+
+
 def pytest_collection_modifyitems(
     session: pytest.Session, config: pytest.Config, items: list
 ) -> None:
-    if any(isinstance(item, DocBlock) for item in items):
-        items.append(
-            FiguresAreCurrent.from_parent(session, name="docs/figures are current")
-        )
+    """Under pytest-xdist: the groups that take minutes first (LONG_GROUPS), then the
+    others largest first (bytes of source as the measure), so that no big group starts
+    last and keeps one worker busy after the other has finished."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return
+    paths: dict[str, set[Path]] = {}
+    for item in items:
+        paths.setdefault(xdist_group(item.nodeid), set()).add(item.path)
+
+    def cost(group: str) -> float:
+        if group in LONG_GROUPS:  # before every other group, in the order listed
+            return (
+                math.inf if group == LONG_GROUPS[0] else 1e12 - LONG_GROUPS.index(group)
+            )
+        return sum(path.stat().st_size for path in paths[group])
+
+    costs = {group: cost(group) for group in paths}
+    # stable: each file keeps its own order (a page's blocks run top to bottom)
+    items.sort(key=lambda item: -costs[xdist_group(item.nodeid)])
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    counts = pytest_runtest_logreport.config._page_counts  # type: ignore[attr-defined]
+    for name, value in report.user_properties if report.when == "call" else ():
+        if name == "page count":
+            counts[tuple(value)] += 1
     # count blocks that were explicitly not run (their skip happens at setup)
     if report.when == "setup" and report.skipped:
         lang = "zh" if ".zh.md" in report.nodeid else "en"

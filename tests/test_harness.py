@@ -245,9 +245,7 @@ def test_selecting_a_block_runs_the_blocks_before_it(harness_project, monkeypatc
     result = harness_project.runpytest_subprocess(
         "docs/page.md::line 8"
     )  # needs x from line 4
-    result.assert_outcomes(
-        passed=1, skipped=1
-    )  # the figure check skips while figures are redrawn
+    result.assert_outcomes(passed=1)  # only the selected block and the one before it
     result = harness_project.runpytest_subprocess(
         "docs", "--deselect", "docs/page.md::line 4"
     )
@@ -339,7 +337,7 @@ def test_a_block_that_shows_an_error_must_raise_it(harness_project):
     (docs / "page.md").write_text(ERROR_PAGE, encoding="utf-8")
     (docs / "wrong.md").write_text(WRONG_ERROR_PAGE, encoding="utf-8")
     result = harness_project.runpytest_subprocess("docs", "-p", "no:cacheprovider")
-    result.assert_outcomes(passed=3, failed=2)  # 2 blocks and the figures item pass
+    result.assert_outcomes(passed=4, failed=2)  # 2 blocks and each page's figures pass
     result.stdout.fnmatch_lines(
         [
             "*page.md, line 25 (python)*",
@@ -384,10 +382,10 @@ def test_a_chinese_page_with_the_same_blocks_runs_in_english(
 
     monkeypatch.setenv("PAGES_BOTH_LANGUAGES", "1")
     result = harness_project.runpytest_subprocess("docs", "-p", "no:cacheprovider")
-    result.assert_outcomes(passed=3)
+    result.assert_outcomes(passed=4)  # each page's block and figures
 
     monkeypatch.delenv("PAGES_BOTH_LANGUAGES")
     zh.write_text(TWIN_PAGE.format(prose="二。", output="3"), "utf-8")
     result = harness_project.runpytest_subprocess("docs", "-p", "no:cacheprovider")
-    result.assert_outcomes(passed=2, failed=1)  # the differing page ran, and failed
+    result.assert_outcomes(passed=3, failed=1)  # the differing page ran, and failed
     result.stdout.fnmatch_lines(["*printed output differs from the page*"])

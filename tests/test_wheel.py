@@ -205,7 +205,8 @@ def installed(tmp_path_factory):
         PATH=f"{venv / 'bin'}{os.pathsep}{env['PATH']}",
         PYTHONNOUSERSITE="1",
         GPTLIB_CACHE=str(tmp / "cache"),
-        OMP_NUM_THREADS="2",
+        # the threads this test may use (its share of the cores under pytest-xdist)
+        OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "2"),
     )
     return {"wheel": wheel, "python": python, "cwd": empty, "env": env}
 
