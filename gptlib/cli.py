@@ -1,4 +1,4 @@
-"""The command line: `gptlib train | prepare | sample | finetune | classify`
+"""The command line: `gptlib train | prepare | sample | finetune | classify | eval`
 (or `python -m gptlib ...`).
 
 A thin layer over the library. Every field of `GPTConfig` and `TrainConfig` is a flag
@@ -8,6 +8,7 @@ and its comment in the dataclass as the help; a flag left out takes the preset's
 
 import argparse
 import inspect
+import json
 import math
 import os
 import re
@@ -43,6 +44,14 @@ from gptlib.data import (
     train_val_split,
 )
 from gptlib.distributed import DataParallel, data_parallel, world_size
+from gptlib.evaluation import (
+    course_choices,
+    fetch_hellaswag,
+    read_choices,
+    sample_board,
+    score_choices,
+    score_text,
+)
 from gptlib.finetuning import (
     LABELS,
     PROMPT_TEMPLATE,
@@ -63,11 +72,8 @@ from gptlib.finetuning import (
 )
 from gptlib.generation import stream
 from gptlib.model import GPT, PRESETS, GPTConfig, preset_config
-from gptlib.tokenizer import (
-    TOKENIZERS,
-    Tokenizer,
-    train_tokenizer,
-)
+from gptlib.pretrained import load_pretrained
+from gptlib.tokenizer import Tokenizer, train_tokenizer
 from gptlib.training import (
     DTYPE_CHOICES,
     METRICS_NAME,
@@ -89,6 +95,12 @@ COMMON = ("device", "seed")
 # short forms the course uses
 ALIASES = {"max_steps": ["--steps"], "learning_rate": ["--lr"]}
 CHOICES = {"dtype": list(DTYPE_CHOICES)}
+TRAINABLE = ("char", "bpe")
+# the sample board's prompts when `gptlib eval` is given none: one per language
+BOARD_PROMPTS = (
+    "The model",
+    "模型",
+)  # the tokenizers `train_tokenizer` makes from a corpus
 
 
 # --- flags from dataclasses -----------------------------------------------------------
@@ -292,11 +304,18 @@ def build_parser() -> argparse.ArgumentParser:
         description="Continue a prompt with a trained model, printing the text as it "
         "is generated.",
     )
-    s.add_argument(
+    model_source = s.add_mutually_exclusive_group()
+    model_source.add_argument(
         "--checkpoint",
         type=Path,
         help=f"a checkpoint file or run folder (default: the newest "
         f"runs/*/{CHECKPOINT_NAME})",
+    )
+    model_source.add_argument(
+        "--pretrained",
+        metavar="NAME",
+        help="a GPT-2 from the Hugging Face hub (gpt2, gpt2-medium, ...; downloaded "
+        "once) or a local folder in its format, with its own tokenizer",
     )
     s.add_argument(
         "--prompt", default="\n", help="text to continue (default: a newline)"
@@ -415,6 +434,59 @@ def build_parser() -> argparse.ArgumentParser:
     )
     c.add_argument("texts", nargs="+", metavar="TEXT", help="the texts to label")
 
+    e = commands.add_parser(
+        "eval",
+        parents=[common],
+        help="score models: perplexity, bits per byte, multiple choice",
+        description="Score one or more models on the same held-out text (loss, "
+        "perplexity, bits per byte) and multiple-choice items (accuracy), and print "
+        "their continuations of fixed prompts side by side. --out writes it all as "
+        "JSON.",
+    )
+    e.add_argument(
+        "--checkpoint",
+        type=Path,
+        action="append",
+        default=[],
+        help="a checkpoint file or run folder; give it twice to compare two",
+    )
+    e.add_argument(
+        "--pretrained",
+        metavar="NAME",
+        action="append",
+        default=[],
+        help="a GPT-2 from the Hugging Face hub or a folder in its format",
+    )
+    e.add_argument(
+        "--corpus",
+        default="course",
+        help="score the last tenth of this corpus (the validation split of "
+        "`gptlib train --corpus`): a name or the path of a .txt file "
+        "(default: course)",
+    )
+    e.add_argument(
+        "--choices",
+        default="course",
+        help="multiple-choice items: 'course' (from the held-out course text), "
+        "'hellaswag' (its validation set, downloaded once) or a JSONL file in "
+        "HellaSwag's format (default: course)",
+    )
+    e.add_argument("--limit", type=int, help="score only the first N items")
+    e.add_argument(
+        "--prompt",
+        action="append",
+        default=[],
+        help=f"a prompt for the sample board (default: {len(BOARD_PROMPTS)} fixed "
+        "ones); repeat for more",
+    )
+    e.add_argument(
+        "--max-new-tokens",
+        type=int,
+        default=60,
+        help="tokens per sample on the board (default: 60)",
+    )
+    e.add_argument("--out", type=Path, help="write the results to this JSON file")
+
     b = commands.add_parser(
         "bench",
         parents=[debug],
@@ -452,7 +524,7 @@ def build_parser() -> argparse.ArgumentParser:
 def add_tokenizer_flags(group: argparse._ArgumentGroup) -> None:
     group.add_argument(
         "--tokenizer",
-        choices=sorted(TOKENIZERS),
+        choices=sorted(TRAINABLE),
         default="char",
         help="how text becomes token ids (default: char)",
     )
@@ -573,7 +645,8 @@ def check_prepare(args: argparse.Namespace) -> None:
 
 def check_sample(args: argparse.Namespace) -> None:
     check_device(args)
-    args.checkpoint = check_existing_checkpoint(args.checkpoint, "--checkpoint")
+    if args.pretrained is None:
+        args.checkpoint = check_existing_checkpoint(args.checkpoint, "--checkpoint")
     if args.max_new_tokens < 1:
         raise UsageError(
             f"--max-new-tokens must be 1 or more, got {args.max_new_tokens}"
@@ -748,8 +821,13 @@ def train_run(
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
-    path = args.checkpoint
-    model, tokenizer = load_model(path, get_device(args.device))
+    if args.pretrained is not None:
+        path = args.pretrained
+        model, tokenizer = load_pretrained(path)
+        model.to(get_device(args.device))
+    else:
+        path = args.checkpoint
+        model, tokenizer = load_model(path, get_device(args.device))
     if tokenizer is None:
         raise ValueError(
             f"{path} holds no tokenizer, so its output cannot be turned into text"
@@ -905,6 +983,88 @@ def cmd_classify(args: argparse.Namespace) -> int:
     return 0
 
 
+def check_eval(args: argparse.Namespace) -> None:
+    check_device(args)
+    if not args.checkpoint and not args.pretrained:
+        args.checkpoint = [None]  # the newest run in runs/
+    args.checkpoint = [
+        check_existing_checkpoint(path, "--checkpoint") for path in args.checkpoint
+    ]
+    check_corpus(args.corpus)
+    if args.choices not in ("course", "hellaswag") and not Path(args.choices).is_file():
+        raise UsageError(
+            f"--choices {args.choices!r}: neither 'course', 'hellaswag' nor a file"
+        )
+    if args.limit is not None and args.limit < 1:
+        raise UsageError(f"--limit must be 1 or more, got {args.limit}")
+    if args.max_new_tokens < 1:
+        raise UsageError(
+            f"--max-new-tokens must be 1 or more, got {args.max_new_tokens}"
+        )
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    device = get_device(args.device)
+    models: dict[str, tuple[GPT, Tokenizer]] = {}
+    for path in args.checkpoint:
+        model, tokenizer = load_model(path, device)
+        if tokenizer is None:
+            raise ValueError(f"{path} holds no tokenizer to encode the text with")
+        # a run's checkpoint is named after its folder (runs/tiny -> tiny)
+        name = path.parent.name if path.name == CHECKPOINT_NAME else path.name
+        models[name if name not in models else str(path)] = model, tokenizer
+    for name in args.pretrained:
+        model, tokenizer = load_pretrained(name)
+        models[name] = model.to(device), tokenizer
+    text = load_corpus(args.corpus)
+    held_out = text[int(len(text) * 0.9) :]
+    if args.choices == "course":
+        items = course_choices(n=args.limit or 100)
+    else:
+        path = fetch_hellaswag() if args.choices == "hellaswag" else args.choices
+        items = read_choices(path, args.limit)
+    results: dict[str, Any] = {"corpus": args.corpus, "choices": args.choices}
+    print(
+        f"held-out text: the last tenth of {args.corpus}, {len(held_out):,} "
+        f"characters; choices: {args.choices}, {len(items)} items"
+    )
+    header = f"{'model':<20} {'loss':>6} {'ppl':>8} {'bits/byte':>9} {'acc':>6} "
+    print(header + f"{'acc_norm':>8}")
+    for name, (model, tokenizer) in models.items():
+        seed_everything(args.seed or 0)
+        scored = score_text(model, tokenizer, held_out, progress=True)
+        chosen = score_choices(model, tokenizer, items, progress=True)
+        results.setdefault("models", {})[name] = {
+            "text": scored.to_dict(),
+            "choices": chosen,
+        }
+        print(
+            f"{name[-20:]:<20} {scored.loss:>6.3f} {scored.perplexity:>8.2f} "
+            f"{scored.bits_per_byte:>9.3f} {chosen['accuracy']:>6.1%} "
+            f"{chosen['accuracy_norm']:>8.1%}"
+        )
+    print(f"(guessing scores {chosen['chance']:.1%} on these items)\n")
+    prompts = args.prompt or list(BOARD_PROMPTS)
+    board = sample_board(models, prompts, args.max_new_tokens, seed=args.seed or 0)
+    print(board)
+    if args.out is not None:
+        write_json(args.out, results)
+        print(f"results: {args.out}")
+    return 0
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    """Write `data` as JSON, atomically: a full disk leaves any old file whole."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", "utf-8")
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    tmp.replace(path)
+
+
 def check_bench(args: argparse.Namespace) -> None:
     args.device = str(check_device(args))
     from gptlib.benchmark import settings_for
@@ -958,6 +1118,7 @@ COMMANDS: dict[str, tuple[Callable, Callable]] = {
     "sample": (check_sample, cmd_sample),
     "finetune": (check_finetune, cmd_finetune),
     "classify": (check_classify, cmd_classify),
+    "eval": (check_eval, cmd_eval),
     "bench": (check_bench, cmd_bench),
 }
 # what a user can cause and fix: one line, no traceback

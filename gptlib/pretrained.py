@@ -2,16 +2,21 @@
 
 Hugging Face's GPT-2 stores its linear layers as `Conv1D`, whose weight is the
 transpose of `nn.Linear`'s: (in_features, out_features). Everything else maps by name.
-Chapter 08 (The GPT model) builds this file.
+Chapter 08 (The GPT model) builds this file; chapter 16 (Real data and evaluation)
+adds `load_pretrained`, which needs neither `transformers` nor PyTorch's pickles.
 """
 
 # --8<-- [start:imports]
+import json
 from collections.abc import Mapping
+from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import torch
 
 from gptlib.model import GPT, GPTConfig
+from gptlib.tokenizer import GPT2Tokenizer
 
 # --8<-- [end:imports]
 
@@ -144,3 +149,68 @@ def load_hf_gpt2(name_or_path: str = "gpt2") -> GPT:
 
 
 # --8<-- [end:load_hf_gpt2]
+
+
+# --8<-- [start:load_pretrained]
+# What a GPT-2 folder on the Hugging Face hub holds that gptlib reads: no pickles
+# (pytorch_model.bin), no code, only JSON, text and safetensors.
+PRETRAINED_FILES = ("config.json", "model.safetensors", "vocab.json", "merges.txt")
+# GPT2Config's defaults, for keys a config.json leaves out
+GPT2_DEFAULTS = {
+    "vocab_size": 50257,
+    "n_positions": 1024,
+    "n_embd": 768,
+    "n_layer": 12,
+    "n_head": 12,
+}
+
+
+def pretrained_folder(name_or_path: str) -> Path:
+    """A local folder with PRETRAINED_FILES: `name_or_path` itself if it is a folder,
+    else a model on the Hugging Face hub ("gpt2", "gpt2-medium", ...), downloaded
+    once into the hub's cache (needs `pip install huggingface_hub`)."""
+    path = Path(name_or_path)
+    if path.is_dir():
+        missing = [name for name in PRETRAINED_FILES if not (path / name).is_file()]
+        if missing:
+            raise FileNotFoundError(
+                f"{path} lacks {', '.join(missing)}: a pretrained GPT-2 folder holds "
+                f"{', '.join(PRETRAINED_FILES)}"
+            )
+        return path
+    try:
+        from huggingface_hub import snapshot_download
+    except ImportError:
+        raise ImportError(
+            f"{name_or_path!r} is not a folder here, and downloading it from the "
+            "Hugging Face hub needs huggingface_hub: pip install huggingface_hub"
+        ) from None
+    return Path(snapshot_download(name_or_path, allow_patterns=list(PRETRAINED_FILES)))
+
+
+def load_pretrained(name_or_path: str = "gpt2") -> tuple[GPT, GPT2Tokenizer]:
+    """A GPT-2 (in eval mode) and its own tokenizer, from the hub or a folder: the
+    config from config.json, the weights from model.safetensors (never a pickle),
+    the tokenizer from vocab.json and merges.txt."""
+    from safetensors.torch import load_file
+
+    folder = pretrained_folder(name_or_path)
+    config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    hf_config = SimpleNamespace(**(GPT2_DEFAULTS | config))
+    state_dict = load_file(folder / "model.safetensors")
+    # Files saved from GPT2Model (the hub's gpt2) lack GPT2LMHeadModel's prefix.
+    state_dict = {
+        k if k.startswith(("transformer.", "lm_head.")) else f"transformer.{k}": v
+        for k, v in state_dict.items()
+    }
+    model = gpt_from_hf_state_dict(state_dict, config_from_hf(hf_config)).eval()
+    tokenizer = GPT2Tokenizer.from_files(folder / "vocab.json", folder / "merges.txt")
+    if tokenizer.vocab_size > model.config.vocab_size:
+        raise ValueError(
+            f"{folder}: the tokenizer has {tokenizer.vocab_size} tokens, more than "
+            f"the model's vocab_size={model.config.vocab_size}"
+        )
+    return model, tokenizer
+
+
+# --8<-- [end:load_pretrained]

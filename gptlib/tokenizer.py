@@ -6,8 +6,11 @@ Two kinds, one interface (`encode`, `decode`, `vocab_size`, `save`, `to_dict`):
 * `BPETokenizer`: byte-level byte-pair encoding, trained from scratch. It starts
   from the 256 possible bytes, so it can encode *any* text (Chinese, emoji, ...)
   and decoding gives back exactly the text that was encoded.
+* `GPT2Tokenizer`: the same kind of tokenizer, loaded from GPT-2's own files
+  (vocab.json and merges.txt), encoding id for id as GPT-2 does.
 
-Chapter 04 (Tokenizer) builds this file.
+Chapter 04 (Tokenizer) builds this file; chapter 16 (Real data and evaluation) adds
+`GPT2Tokenizer`.
 """
 
 # --8<-- [start:imports]
@@ -533,3 +536,186 @@ def _save_json(data: dict[str, Any], path: str | Path) -> Path:
         raise
     tmp.replace(path)  # atomic: a crash leaves the old file or the new one, never half
     return path
+
+
+# --8<-- [start:gpt2_pattern]
+# GPT-2's split pattern, exactly: \p{L} is any letter and \p{N} any digit in any
+# script, classes Python's `re` lacks, so this pattern needs the `regex` package.
+GPT2_PATTERN = (
+    r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
+)
+
+
+def bytes_to_unicode() -> dict[int, str]:
+    """GPT-2's files write each byte as one printable character: the printable
+    Latin-1 bytes stand for themselves, the other 68 (space, newline, control
+    bytes) for the characters from U+0100 on, in byte order. So b" " is "Ġ" and
+    b"\\n" is "Ċ" in vocab.json and merges.txt.
+
+    >>> table = bytes_to_unicode()
+    >>> table[ord("a")], table[ord(" ")], table[ord("\\n")]
+    ('a', 'Ġ', 'Ċ')
+    """
+    printable = [
+        *range(ord("!"), ord("~") + 1),
+        *range(ord("¡"), ord("¬") + 1),
+        *range(ord("®"), ord("ÿ") + 1),
+    ]
+    table = {b: chr(b) for b in printable}
+    others = [b for b in range(256) if b not in table]
+    table |= {b: chr(256 + n) for n, b in enumerate(others)}
+    return dict(sorted(table.items()))
+
+
+# --8<-- [end:gpt2_pattern]
+
+
+# --8<-- [start:gpt2_init]
+class GPT2Tokenizer(BPETokenizer):
+    """A byte-level BPE stored in GPT-2's format: `vocab.json` (token -> id) and
+    `merges.txt` (one merge per line, by rank). GPT-2's own tokenizer is one, and
+    so is any made with Hugging Face `tokenizers`' ByteLevelBPETokenizer.
+
+    It encodes as `BPETokenizer` does (split, then apply the lowest-ranked merge
+    until none applies) with two differences: the ids are the file's, not bytes
+    0..255 followed by merges in order, and the split is GPT-2's own pattern.
+    """
+
+    kind = "gpt2"
+
+    def __init__(
+        self,
+        vocab: dict[str, int],
+        merges: list[tuple[str, str]],
+        special_tokens: Iterable[str] = ("<|endoftext|>",),
+    ):
+        import regex  # only this class needs it: \p{L} and \p{N}
+
+        to_byte = {c: b for b, c in bytes_to_unicode().items()}
+        self.pattern = GPT2_PATTERN
+        self._split = regex.compile(GPT2_PATTERN)
+        self.token_strings = dict(vocab)  # kept as the file has them, for to_dict
+        self.special_tokens = {t: vocab[t] for t in special_tokens if t in vocab}
+        self.vocab = {  # id -> the bytes it stands for, as in BPETokenizer
+            i: bytes(to_byte[c] for c in token)
+            for token, i in vocab.items()
+            if token not in self.special_tokens
+        }
+        self.byte_ids = [vocab[bytes_to_unicode()[b]] for b in range(256)]
+        # a merge joins two tokens into a third: rank by ids, and the id it makes
+        self.merges = [(vocab[a], vocab[b]) for a, b in merges]
+        self.ranks = {}
+        self.merged = {}
+        for k, (a, b) in enumerate(merges):
+            pair = (vocab[a], vocab[b])
+            self.ranks.setdefault(pair, k)  # a repeated line never outranks itself
+            self.merged[pair] = vocab[a + b]
+        self._cache = {}
+
+    @classmethod
+    def train(cls, *args: Any, **kwargs: Any) -> "GPT2Tokenizer":
+        raise TypeError(
+            "GPT2Tokenizer is loaded from vocab.json and merges.txt, not trained: "
+            "train a BPETokenizer, or load one with GPT2Tokenizer.from_files"
+        )
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.token_strings)
+
+    def _encode_chunk(self, chunk: str) -> list[int]:
+        ids = tuple(self.byte_ids[b] for b in chunk.encode("utf-8"))
+        while len(ids) >= 2:
+            pair = min(zip(ids, ids[1:]), key=lambda p: self.ranks.get(p, float("inf")))
+            if pair not in self.ranks:
+                break
+            ids = merge_pair(ids, pair, self.merged[pair])
+        return list(ids)
+
+    # --8<-- [end:gpt2_init]
+
+    # --8<-- [start:gpt2_files]
+    @classmethod
+    def from_files(
+        cls,
+        vocab_file: str | Path,
+        merges_file: str | Path,
+        special_tokens: Iterable[str] = ("<|endoftext|>",),
+    ) -> "GPT2Tokenizer":
+        """Load `vocab.json` and `merges.txt` (GPT-2's, or any in their format)."""
+        vocab_file, merges_file = Path(vocab_file), Path(merges_file)
+        try:
+            vocab = json.loads(vocab_file.read_text(encoding="utf-8"))
+            lines = merges_file.read_text(encoding="utf-8").splitlines()
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise ValueError(f"{vocab_file} or {merges_file} is damaged: {e}") from None
+        merges = [line for line in lines if line and not line.startswith("#version")]
+        return cls.from_dict(
+            {
+                "type": cls.kind,
+                "version": FORMAT_VERSION,
+                "vocab": vocab,
+                "merges": merges,
+                "special_tokens": list(special_tokens),
+            }
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """GPT-2's own format inside: the vocab.json mapping, merges.txt's lines."""
+        string = {i: s for s, i in self.token_strings.items()}
+        return {
+            "type": self.kind,
+            "version": FORMAT_VERSION,
+            "vocab": self.token_strings,
+            "merges": [f"{string[a]} {string[b]}" for a, b in self.merges],
+            "special_tokens": list(self.special_tokens),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "GPT2Tokenizer":
+        """Rebuild from `to_dict()` output, checking what encoding relies on: ids
+        0..n-1 each once, every byte a token, every merge made of tokens and
+        making one."""
+        vocab, lines = data["vocab"], data["merges"]
+        specials = data.get("special_tokens", [])
+        if not isinstance(vocab, dict) or not isinstance(lines, list):
+            raise ValueError("a GPT-2 tokenizer needs a vocab (dict) and merges (list)")
+        ids = list(vocab.values())
+        whole = all(isinstance(i, int) and not isinstance(i, bool) for i in ids)
+        if not whole or sorted(ids) != list(range(len(vocab))):
+            raise ValueError(
+                f"the vocabulary's {len(vocab)} ids are not 0..{len(vocab) - 1}, "
+                "each once"
+            )
+        characters = set(bytes_to_unicode().values())
+        missing = sorted(characters - vocab.keys())
+        if missing:
+            raise ValueError(
+                f"the vocabulary lacks {len(missing)} of the 256 byte tokens "
+                f"(first: {missing[0]!r}), so some text could not be encoded"
+            )
+        for token in vocab:
+            if token not in specials and not set(token) <= characters:
+                raise ValueError(
+                    f"vocabulary token {token!r} is not in GPT-2's byte alphabet"
+                )
+            if len(token) > MAX_TOKEN_BYTES:
+                raise ValueError(f"vocabulary token {token[:20]!r}... is too long")
+        merges = []
+        for n, line in enumerate(lines, 1):
+            parts = line.split(" ") if isinstance(line, str) else []
+            if len(parts) != 2 or not all(p in vocab for p in parts):
+                raise ValueError(
+                    f"merge {n} {line!r} is not two tokens of the vocabulary"
+                )
+            if parts[0] + parts[1] not in vocab:
+                raise ValueError(
+                    f"merge {n} {line!r} makes {parts[0] + parts[1]!r}, "
+                    "which the vocabulary lacks"
+                )
+            merges.append((parts[0], parts[1]))
+        return cls(vocab, merges, special_tokens=specials)
+
+
+TOKENIZERS[GPT2Tokenizer.kind] = GPT2Tokenizer
+# --8<-- [end:gpt2_files]

@@ -244,6 +244,17 @@ CLI_CASES = [
     # classifying
     ("classify --checkpoint nope x", 2, "no checkpoint at nope"),
     ("classify --checkpoint runs/nano x", 2, "no classifier head"),
+    # evaluating, and GPT-2 from a folder
+    ("eval --checkpoint nope", 2, "no checkpoint at nope"),
+    ("eval --checkpoint runs/nano --device foo", 2, "unknown device"),
+    ("eval --checkpoint runs/nano --corpus nope", 2, "--corpus 'nope'"),
+    ("eval --checkpoint runs/nano --choices nope.jsonl", 2, "neither 'course'"),
+    ("eval --checkpoint runs/nano --limit 0", 2, "--limit must be 1 or more"),
+    ("eval --checkpoint runs/nano --max-new-tokens 0", 2, "--max-new-tokens"),
+    ("eval --checkpoint garbage.safetensors", 1, "not a readable checkpoint"),
+    ("eval --checkpoint runs/nano --choices abc.txt", 1, "not a multiple-choice"),
+    ("eval --checkpoint runs/abc --corpus course-en", 1, "not in the vocabulary"),
+    ("sample --pretrained runs/nano", 1, "lacks config.json"),
 ]
 
 
