@@ -95,12 +95,9 @@ COMMON = ("device", "seed")
 # short forms the course uses
 ALIASES = {"max_steps": ["--steps"], "learning_rate": ["--lr"]}
 CHOICES = {"dtype": list(DTYPE_CHOICES)}
-TRAINABLE = ("char", "bpe")
+TRAINABLE = ("char", "bpe")  # the tokenizers `train_tokenizer` makes from a corpus
 # the sample board's prompts when `gptlib eval` is given none: one per language
-BOARD_PROMPTS = (
-    "The model",
-    "模型",
-)  # the tokenizers `train_tokenizer` makes from a corpus
+BOARD_PROMPTS = ("The model", "模型")
 
 
 # --- flags from dataclasses -----------------------------------------------------------
@@ -467,7 +464,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument(
         "--choices",
         default="course",
-        help="multiple-choice items: 'course' (from the held-out course text), "
+        help="multiple-choice items: 'course' (from the held-out course text, in "
+        "the language of --corpus), "
         "'hellaswag' (its validation set, downloaded once) or a JSONL file in "
         "HellaSwag's format (default: course)",
     )
@@ -1018,8 +1016,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
         models[name] = model.to(device), tokenizer
     text = load_corpus(args.corpus)
     held_out = text[int(len(text) * 0.9) :]
-    if args.choices == "course":
-        items = course_choices(n=args.limit or 100)
+    if args.choices == "course":  # in the language of --corpus, when it has one
+        lang = {"course-en": "en", "course-zh": "zh"}.get(args.corpus)
+        items = course_choices(lang, n=args.limit or 100)
     else:
         path = fetch_hellaswag() if args.choices == "hellaswag" else args.choices
         items = read_choices(path, args.limit)
