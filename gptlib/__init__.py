@@ -53,6 +53,7 @@ from gptlib.model import (
     manual_attention,
     preset_config,
 )
+from gptlib.shards import ShardedTokens, open_shards, prepare_shards, read_documents
 from gptlib.tokenizer import (
     BPETokenizer,
     CharTokenizer,
@@ -85,6 +86,7 @@ __all__ = [
     "CheckpointError",
     "DeviceError",
     "RunCheckpoint",
+    "ShardedTokens",
     "find_checkpoint",
     "GPT",
     "GPTClassifier",
@@ -127,8 +129,11 @@ __all__ = [
     "load_tokenizer",
     "lr_at",
     "merge_lora",
+    "open_shards",
     "preset_config",
+    "prepare_shards",
     "prepare_token_files",
+    "read_documents",
     "read_choices",
     "sample_board",
     "sample_next",

@@ -67,8 +67,9 @@ def temp_path(path: Path, pid: int | None = None) -> Path:
     return path.with_name(f".{path.name}.{os.getpid() if pid is None else pid}.tmp")
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write `data` to `path`: readers see the old file or the new one, never half."""
+def atomic_write_bytes(path: Path, data: bytes, what: str = "checkpoint") -> None:
+    """Write `data` to `path`: readers see the old file or the new one, never half.
+    (`what` the file is, for the error message.)"""
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temp_files(path)
     tmp = temp_path(path)
@@ -85,7 +86,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         if isinstance(e, OSError):
             raise OSError(
                 e.errno,
-                f"could not write checkpoint {path} ({e.strerror}); "
+                f"could not write {what} {path} ({e.strerror}); "
                 "any previous file there is unchanged",
             ) from e
         raise

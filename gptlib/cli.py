@@ -72,8 +72,11 @@ from gptlib.finetuning import (
 )
 from gptlib.generation import stream
 from gptlib.model import GPT, PRESETS, GPTConfig, preset_config
-from gptlib.pretrained import load_pretrained
-from gptlib.tokenizer import Tokenizer, train_tokenizer
+from gptlib.pretrained import GPT2_TOKENIZER_FILES, load_pretrained, pretrained_folder
+from gptlib.shards import INDEX_FILE as SHARD_INDEX
+from gptlib.shards import TOKENIZER_FILE as SHARD_TOKENIZER
+from gptlib.shards import open_shards, prepare_shards, read_documents
+from gptlib.tokenizer import GPT2Tokenizer, Tokenizer, load_tokenizer, train_tokenizer
 from gptlib.training import (
     DTYPE_CHOICES,
     METRICS_NAME,
@@ -278,21 +281,72 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[debug],
         help="tokenize a corpus once into token files on disk",
         description="Write train.bin, val.bin (token ids) and tokenizer.json, "
-        "for `gptlib train --data`.",
+        "for `gptlib train --data`. With --shard-tokens, stream a corpus of any size "
+        "(text, JSON lines, Parquet; local or hf://datasets/...) into shards of "
+        "that many tokens, tokenized by --workers processes, whole documents held "
+        "out for validation; --resume goes on after an interruption.",
     )
     p.add_argument(
         "--corpus",
         default="course",
-        help="a corpus name or the path of a .txt file (default: course)",
+        help="a corpus name or the path of a .txt file; with --shard-tokens also "
+        ".jsonl, .jsonl.gz, .parquet, a folder of them or "
+        "hf://datasets/OWNER/NAME/PATTERN (default: course)",
     )
-    add_tokenizer_flags(p)
+    p.add_argument(
+        "--tokenizer",
+        default="char",
+        help="char or bpe (trained on the corpus, its first 10 MB with "
+        "--shard-tokens), gpt2 (GPT-2's own, downloaded once), or the path of a "
+        "gptlib tokenizer.json or of a folder with vocab.json and merges.txt "
+        "(default: char)",
+    )
+    p.add_argument(
+        "--vocab-size",
+        dest="bpe_vocab_size",
+        type=int,
+        default=512,
+        help="the BPE tokenizer's vocabulary size, with --tokenizer bpe (default: 512)",
+    )
     p.add_argument(
         "--val-fraction",
         type=float,
         default=0.1,
-        help="share of the tokens kept for validation (default: 0.1)",
+        help="share of the tokens (with --shard-tokens: of the documents) kept for "
+        "validation (default: 0.1)",
     )
     p.add_argument("--out", type=Path, required=True, help="folder for the token files")
+    shards = p.add_argument_group("token shards")
+    shards.add_argument(
+        "--shard-tokens",
+        type=int,
+        help="write shards of this many tokens and an index.json instead of "
+        "train.bin and val.bin (GPT-2 runs use 100000000)",
+    )
+    shards.add_argument(
+        "--workers",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="processes that tokenize (default: one per core)",
+    )
+    shards.add_argument(
+        "--text-field",
+        default="text",
+        help="the field (JSON lines) or column (Parquet) with the text (default: text)",
+    )
+    shards.add_argument(
+        "--utf8-errors",
+        choices=("strict", "replace"),
+        default="strict",
+        help="bytes that are not UTF-8: stop with an error (strict, the default) or "
+        "read each as U+FFFD (replace)",
+    )
+    shards.add_argument(
+        "--resume",
+        action="store_true",
+        help="go on with the shards an interrupted run left in --out",
+    )
+    shards.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     s = commands.add_parser(
         "sample",
@@ -634,10 +688,28 @@ def check_train(args: argparse.Namespace) -> None:
 
 
 def check_prepare(args: argparse.Namespace) -> None:
-    check_corpus(args.corpus)
     if not 0.0 < args.val_fraction < 1.0:
         raise UsageError(
             f"--val-fraction must be between 0 and 1, got {args.val_fraction}"
+        )
+    if args.tokenizer not in (*TRAINABLE, "gpt2") and not Path(args.tokenizer).exists():
+        raise UsageError(
+            f"--tokenizer {args.tokenizer!r}: neither char, bpe, gpt2 nor a file or "
+            "folder"
+        )
+    if args.shard_tokens is None:
+        check_corpus(args.corpus)
+        if args.resume:
+            raise UsageError("--resume goes on with shards: give --shard-tokens")
+        return
+    if args.shard_tokens < 1:
+        raise UsageError(f"--shard-tokens must be 1 or more, got {args.shard_tokens}")
+    if args.workers < 1:
+        raise UsageError(f"--workers must be 1 or more, got {args.workers}")
+    if (args.out / SHARD_INDEX).exists() and not args.resume:
+        raise UsageError(
+            f"{args.out} already holds shards: go on with --resume, or choose "
+            "another --out"
         )
 
 
@@ -700,15 +772,81 @@ def check_classify(args: argparse.Namespace) -> None:
 # --- commands -------------------------------------------------------------------------
 
 
+TOKENIZER_SAMPLE = 10_000_000  # characters of a sharded corpus a tokenizer learns from
+
+
+def prepare_tokenizer(args: argparse.Namespace, text: Callable[[], str]) -> Tokenizer:
+    """The tokenizer --tokenizer names; `text()` is what char and bpe learn from."""
+    if args.tokenizer in TRAINABLE:
+        return train_tokenizer(
+            text(), args.tokenizer, args.bpe_vocab_size, progress=True
+        )
+    path = Path(args.tokenizer)
+    if path.is_file():
+        return load_tokenizer(path)
+    folder = pretrained_folder(args.tokenizer, files=GPT2_TOKENIZER_FILES)
+    return GPT2Tokenizer.from_files(folder / "vocab.json", folder / "merges.txt")
+
+
+def text_sample(source: str, text_field: str, errors: str) -> str:
+    """The first TOKENIZER_SAMPLE characters of a corpus's documents."""
+    parts, size = [], 0
+    for text in read_documents(source, text_field, errors):
+        parts.append(text)
+        size += len(text) + 2
+        if size >= TOKENIZER_SAMPLE:
+            break
+    return "\n\n".join(parts)[:TOKENIZER_SAMPLE]
+
+
 def cmd_prepare(args: argparse.Namespace) -> int:
+    if args.shard_tokens is not None:
+        return prepare_sharded(args)
     text = load_corpus(args.corpus)
-    tokenizer = train_tokenizer(
-        text, args.tokenizer, args.bpe_vocab_size, progress=True
-    )
+    tokenizer = prepare_tokenizer(args, lambda: text)
     counts = prepare_token_files(text, tokenizer, args.out, args.val_fraction)
     print(
         f"{args.out}: {counts['train']:,} train and {counts['val']:,} val tokens "
         f"({args.tokenizer} tokenizer, vocab {tokenizer.vocab_size})"
+    )
+    return 0
+
+
+def prepare_sharded(args: argparse.Namespace) -> int:
+    reading = (args.corpus, args.text_field, args.utf8_errors)
+    if args.resume and (args.out / SHARD_TOKENIZER).is_file():
+        tokenizer = load_tokenizer(args.out / SHARD_TOKENIZER)  # the run's own
+    else:
+        tokenizer = prepare_tokenizer(args, lambda: text_sample(*reading))
+    try:
+        index = prepare_shards(
+            read_documents(*reading),
+            tokenizer,
+            args.out,
+            shard_tokens=args.shard_tokens,
+            val_fraction=args.val_fraction,
+            workers=args.workers,
+            source=args.corpus,
+            resume=args.resume,
+            progress=not args.no_progress,
+        )
+    except KeyboardInterrupt:
+        print(
+            "\ngptlib prepare: interrupted; the finished shards are kept, go on with: "
+            + resume_command(args.argv, args.out),
+            file=sys.stderr,
+        )
+        return EXIT_INTERRUPTED
+    docs = index["documents"]
+    for split in ("train", "val"):
+        tokens = sum(shard["tokens"] for shard in index[split])
+        print(
+            f"{split}: {docs[split]:,} documents, {tokens:,} tokens "
+            f"in {len(index[split])} shard(s)"
+        )
+    print(
+        f"{args.out}: {docs['read']:,} documents read ({docs['empty']} empty, "
+        f"skipped), {index['dtype']} ids, vocab {tokenizer.vocab_size}"
     )
     return 0
 
@@ -748,7 +886,10 @@ def train_run(
     out_dir = args.out or RUNS_DIR / args.preset
     seed_everything(config.seed)
     if args.data is not None:
-        train_data, val_data, tokenizer = load_token_files(args.data)
+        if (args.data / SHARD_INDEX).is_file():  # gptlib prepare --shard-tokens
+            train_data, val_data, tokenizer = open_shards(args.data)
+        else:
+            train_data, val_data, tokenizer = load_token_files(args.data)
         source = f"token files {args.data}"
     else:
         text = load_corpus(args.corpus)

@@ -58,19 +58,24 @@ def course_snapshot() -> dict[str, Any]:
     return json.loads(gzip.decompress(raw))
 
 
-def course_text(lang: str | None = None) -> str:
-    """The course pages as one text, in reading order. With both languages, the sections
-    of each page alternate (English, Chinese, English, ...) so that any stretch of the
-    text, the validation split at its end included, has both languages in it."""
+def course_sections(lang: str | None = None) -> list[str]:
+    """The sections of the course pages, in reading order. With both languages, the
+    sections of each page alternate (English, Chinese, English, ...) so that any stretch
+    of the text, the validation split at its end included, has both languages in it."""
     pages = course_snapshot()["pages"]
     if lang is not None:
-        return "".join("".join(page[lang]) for page in pages)
+        return [section for page in pages for section in page[lang]]
     parts: list[str] = []
     for page in pages:
         en, zh = page["en"], page["zh"]
         for i in range(max(len(en), len(zh))):
             parts += en[i : i + 1] + zh[i : i + 1]
-    return "".join(parts)
+    return parts
+
+
+def course_text(lang: str | None = None) -> str:
+    """The course pages as one text: their sections (`course_sections`) joined."""
+    return "".join(course_sections(lang))
 
 
 CORPORA: dict[str, Callable[[], str]] = {
@@ -142,6 +147,17 @@ def train_val_split(
 
 
 # --8<-- [start:get_batch]
+def random_starts(
+    tokens: int,
+    batch_size: int,
+    block_size: int,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Where `get_batch`'s windows start: uniform over every position with a whole
+    window (block_size + 1 tokens, the targets' last included) after it."""
+    return torch.randint(tokens - block_size, (batch_size,), generator=generator)
+
+
 def get_batch(
     data: torch.Tensor | np.ndarray,
     batch_size: int,
@@ -152,20 +168,19 @@ def get_batch(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Sample `batch_size` random windows: inputs x and targets y = x shifted by one.
 
-    For a CUDA `device`, `pin_memory` puts the batch in page-locked memory first, from
-    which the copy to the GPU runs while the GPU is still busy with the last step.
+    `data` is a tensor of token ids or ids on disk (a memory-mapped array, or
+    chapter 16's `ShardedTokens`), of which only the windows drawn are read. For a
+    CUDA `device`, `pin_memory` puts the batch in page-locked memory first, from which
+    the copy to the GPU runs while the GPU is still busy with the last step.
     """
     if len(data) <= block_size:
         raise ValueError(
             f"need more than block_size={block_size} tokens to make a batch, "
             f"got {len(data)}"
         )
-    starts = torch.randint(
-        len(data) - block_size, (batch_size,), generator=generator
-    )  # (B,)
-    if isinstance(
-        data, np.ndarray
-    ):  # a memmapped token file: read only these windows from disk
+    starts = random_starts(len(data), batch_size, block_size, generator)  # (B,)
+    if not isinstance(data, torch.Tensor):
+        # memory-mapped token files: read only these windows from disk
         windows = np.stack(
             [data[i : i + block_size + 1] for i in starts.tolist()]
         ).astype(np.int64)

@@ -24,7 +24,7 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
-from gptlib.data import get_batch
+from gptlib.data import get_batch, random_starts
 from gptlib.utils import get_device
 
 # --8<-- [end:imports]
@@ -115,17 +115,17 @@ class DataParallel:
         block_size: int,
         grad_accum_steps: int,
     ) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """This process's micro-batches of the step. Every process draws all of the
-        global batch's windows, in the order one process would, and keeps its own
-        `grad_accum_steps` of them; the others are sliced on the CPU and dropped (a
-        few KB each, next to a step's work)."""
+        """This process's micro-batches of the step. Every process draws the starts
+        of all of the global batch's windows, in the order one process would, and
+        reads only its own `grad_accum_steps` micro-batches: from token files on disk,
+        each process reads its part."""
         mine = range(self.rank * grad_accum_steps, (self.rank + 1) * grad_accum_steps)
         batches = []
         for i in range(self.world_size * grad_accum_steps):
-            device = self.device if i in mine else "cpu"
-            batch = get_batch(data, batch_size, block_size, device)
             if i in mine:
-                batches.append(batch)
+                batches.append(get_batch(data, batch_size, block_size, self.device))
+            else:  # the same random numbers get_batch draws, so all stay in step
+                random_starts(len(data), batch_size, block_size)
         return batches
 
     @contextlib.contextmanager

@@ -154,7 +154,8 @@ def load_hf_gpt2(name_or_path: str = "gpt2") -> GPT:
 # --8<-- [start:load_pretrained]
 # What a GPT-2 folder on the Hugging Face hub holds that gptlib reads: no pickles
 # (pytorch_model.bin), no code, only JSON, text and safetensors.
-PRETRAINED_FILES = ("config.json", "model.safetensors", "vocab.json", "merges.txt")
+GPT2_TOKENIZER_FILES = ("vocab.json", "merges.txt")
+PRETRAINED_FILES = ("config.json", "model.safetensors", *GPT2_TOKENIZER_FILES)
 # GPT2Config's defaults, for keys a config.json leaves out
 GPT2_DEFAULTS = {
     "vocab_size": 50257,
@@ -165,17 +166,19 @@ GPT2_DEFAULTS = {
 }
 
 
-def pretrained_folder(name_or_path: str) -> Path:
-    """A local folder with PRETRAINED_FILES: `name_or_path` itself if it is a folder,
-    else a model on the Hugging Face hub ("gpt2", "gpt2-medium", ...), downloaded
-    once into the hub's cache (needs `pip install huggingface_hub`)."""
+def pretrained_folder(
+    name_or_path: str, files: tuple[str, ...] = PRETRAINED_FILES
+) -> Path:
+    """A local folder with `files`: `name_or_path` itself if it is a folder, else a
+    model on the Hugging Face hub ("gpt2", "gpt2-medium", ...), of which `files` are
+    downloaded once into the hub's cache (needs `pip install huggingface_hub`)."""
     path = Path(name_or_path)
     if path.is_dir():
-        missing = [name for name in PRETRAINED_FILES if not (path / name).is_file()]
+        missing = [name for name in files if not (path / name).is_file()]
         if missing:
             raise FileNotFoundError(
-                f"{path} lacks {', '.join(missing)}: a pretrained GPT-2 folder holds "
-                f"{', '.join(PRETRAINED_FILES)}"
+                f"{path} lacks {', '.join(missing)}: a GPT-2 folder holds "
+                f"{', '.join(files)}"
             )
         return path
     try:
@@ -185,7 +188,7 @@ def pretrained_folder(name_or_path: str) -> Path:
             f"{name_or_path!r} is not a folder here, and downloading it from the "
             "Hugging Face hub needs huggingface_hub: pip install huggingface_hub"
         ) from None
-    return Path(snapshot_download(name_or_path, allow_patterns=list(PRETRAINED_FILES)))
+    return Path(snapshot_download(name_or_path, allow_patterns=list(files)))
 
 
 def load_pretrained(name_or_path: str = "gpt2") -> tuple[GPT, GPT2Tokenizer]:

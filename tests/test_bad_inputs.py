@@ -120,6 +120,13 @@ def world(tmp_path_factory) -> Path:
     tok = json.loads((root / "toks" / "tokenizer.json").read_text())
     del tok["chars"]
     (root / "toks-notok" / "tokenizer.json").write_text(json.dumps(tok))
+    (root / "bad-utf8.txt").write_bytes(b"fine\n\nnot \xff fine\n")
+    shards = "prepare --corpus course-en --shard-tokens 20000 --workers 1 --no-progress"
+    assert main(f"{shards} --out {root / 'shards'}".split()) == 0
+    shutil.copytree(root / "shards", root / "shards-unfinished")
+    index = json.loads((root / "shards" / "index.json").read_text())
+    index["complete"] = False
+    (root / "shards-unfinished" / "index.json").write_text(json.dumps(index))
     shutil.copytree(root / "toks", root / "toks-norecord")
     (root / "toks-norecord" / "tokens.json").unlink()
     with torch.no_grad():  # a checkpoint whose weights are NaN
@@ -202,6 +209,20 @@ CLI_CASES = [
     ("prepare --val-fraction 0 --out toks2", 2, "--val-fraction"),
     ("prepare --val-fraction 1.5 --out toks2", 2, "--val-fraction"),
     ("prepare --val-fraction -0.1 --out toks2", 2, "--val-fraction"),
+    ("prepare --tokenizer nope --out toks2", 2, "--tokenizer 'nope'"),
+    ("prepare --resume --out toks2", 2, "give --shard-tokens"),
+    ("prepare --shard-tokens 0 --out sh2", 2, "--shard-tokens must be 1 or more"),
+    ("prepare --shard-tokens 9 --workers 0 --out sh2", 2, "--workers must be 1"),
+    ("prepare --shard-tokens 9 --out shards", 2, "already holds shards"),
+    ("prepare --corpus nope.jsonl --shard-tokens 9 --out sh2", 1, "no corpus nope"),
+    ("prepare --corpus bad-utf8.txt --shard-tokens 9 --out sh2", 1, "line 3: not UTF"),
+    ("prepare --shard-tokens 9 --resume --out sh2", 1, "holds no index.json"),
+    (
+        "prepare --corpus course-en --shard-tokens 999 --resume --out shards",
+        1,
+        "other settings (shard_tokens 20000 -> 999)",
+    ),
+    (f"train {NANO} --data shards-unfinished --out runs/new", 1, "is unfinished"),
     # sampling
     ("sample --checkpoint nope", 2, "no checkpoint at nope"),
     ("sample --checkpoint runs/none", 2, "no checkpoint at runs/none"),

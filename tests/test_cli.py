@@ -86,6 +86,54 @@ def test_prepare_then_train_from_token_files(tmp_path, capsys, monkeypatch):
     assert "token files toks" in out and "bpe tokenizer, vocab 300" in out
 
 
+def test_prepare_shards_with_gpt2s_tokenizer_then_train(tmp_path, capsys, monkeypatch):
+    """A JSON lines corpus, GPT-2-format tokenizer files, two worker processes."""
+    import json
+
+    from gpt2_fixture import write_gpt2_tokenizer
+
+    monkeypatch.chdir(tmp_path)
+    write_gpt2_tokenizer(tmp_path / "gpt2")
+    from gptlib.data import course_sections
+
+    with open("corpus.jsonl", "w", encoding="utf-8") as f:
+        for section in course_sections() + [""]:
+            f.write(json.dumps({"text": section}) + "\n")
+    flags = "--tokenizer gpt2 --shard-tokens 30000 --workers 2 --no-progress"
+    assert cli("prepare --corpus corpus.jsonl --out shards", flags) == 0
+    out = capsys.readouterr().out
+    assert "train: 204 documents" in out and "val: 24 documents" in out
+    assert "229 documents read (1 empty, skipped), uint16 ids, vocab 1000" in out
+    assert cli("train --preset nano --data shards --steps 3 --no-progress") == 0
+    assert "token files shards" in capsys.readouterr().out
+
+
+def test_an_interrupted_prepare_says_how_to_go_on(tmp_path, capsys, monkeypatch):
+    import gptlib.cli
+
+    monkeypatch.chdir(tmp_path)
+    real, readings = gptlib.cli.read_documents, []
+
+    def interrupted(*args):  # the tokenizer learns from a first reading in full
+        readings.append(args)
+        for number, text in enumerate(real(*args)):
+            if number == 150 and len(readings) == 2:  # Ctrl-C while tokenizing
+                raise KeyboardInterrupt
+            yield text
+
+    line = "prepare --corpus course --shard-tokens 20000 --workers 1 --out sh"
+    monkeypatch.setattr(gptlib.cli, "read_documents", interrupted)
+    assert cli(line, "--no-progress") == 130
+    err = capsys.readouterr().err
+    assert err.strip().endswith(
+        "go on with: gptlib prepare --corpus course --shard-tokens 20000 "
+        "--workers 1 --out sh --no-progress --resume"
+    ), err
+    monkeypatch.setattr(gptlib.cli, "read_documents", real)
+    assert cli(line, "--no-progress --resume") == 0
+    assert "228 documents read" in capsys.readouterr().out
+
+
 def test_resume_in_a_new_process_is_bit_exact(tmp_path):
     """Train N steps in one process; versus N/2, stop, a new process resumes for N/2."""
     from gptlib.checkpoint import load_checkpoint
