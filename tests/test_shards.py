@@ -302,6 +302,10 @@ def test_a_run_killed_with_sigkill_resumes_without_redoing_finished_shards(
     }
     assert len(index["train"]) >= 5 and index["documents"]["read"] == 128
     assert set(index["carry"]) == {"train", "val"}
+    print(
+        f"killed after {index['documents']['read']} of 600 documents: "
+        f"{len(index['train'])} train and {len(index['val'])} val shards finished"
+    )
 
     docs = fixture_documents(600)
     counted = CountingChars(char.to_dict()["chars"])
