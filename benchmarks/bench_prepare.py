@@ -32,18 +32,14 @@ from gptlib import GPT2Tokenizer, read_documents
 from gptlib.shards import SPLITS, in_validation, prepare_shards
 
 RESULTS = Path(__file__).parent / "results"
-SHAKESPEARE = [  # a local copy: the one ./dev points at, or ../shared/ beside the clone
-    os.environ.get("GPTLIB_TINYSHAKESPEARE", ""),
-    str(
-        Path(__file__).resolve().parents[2] / "shared" / "data" / "tinyshakespeare.txt"
-    ),
-]
 SHARD_TOKENS = 100_000
 
 
 def documents() -> list[str]:
     docs = list(read_documents("course"))
-    path = next((Path(p) for p in SHAKESPEARE if p and Path(p).is_file()), None)
+    from report import local_shakespeare  # benchmarks/report.py, beside this script
+
+    path = local_shakespeare()
     if path is None:
         print("Tiny Shakespeare not found ($GPTLIB_TINYSHAKESPEARE): the course only")
     else:

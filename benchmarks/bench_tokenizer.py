@@ -18,7 +18,6 @@ as the reference that tests/test_tokenizer.py checks gptlib's trainer against.
 """
 
 import argparse
-import os
 import re
 import statistics
 import time
@@ -29,12 +28,6 @@ from pathlib import Path
 from gptlib.tokenizer import SPLIT_PATTERN, BPETokenizer, count_pairs, merge_pair
 
 RESULTS = Path(__file__).parent / "results"
-SHAKESPEARE = [  # a local copy: the one ./dev points at, or ../shared/ beside the clone
-    os.environ.get("GPTLIB_TINYSHAKESPEARE", ""),
-    str(
-        Path(__file__).resolve().parents[2] / "shared" / "data" / "tinyshakespeare.txt"
-    ),
-]
 
 
 def train_reference(
@@ -83,7 +76,9 @@ def corpora(chars: int) -> dict[str, tuple[str, str]]:
     from gptlib import load_corpus
 
     found = {}
-    path = next((Path(p) for p in SHAKESPEARE if p and Path(p).is_file()), None)
+    from report import local_shakespeare  # benchmarks/report.py, beside this script
+
+    path = local_shakespeare()
     if path is None:
         print("Tiny Shakespeare not found ($GPTLIB_TINYSHAKESPEARE): skipping it")
     else:

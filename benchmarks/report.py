@@ -1,6 +1,7 @@
 """What every benchmark writes: its results as JSON, with the machine measured on."""
 
 import json
+import os
 import platform
 from pathlib import Path
 from typing import Any
@@ -31,3 +32,13 @@ def write_report(
     tmp.replace(path)
     print(f"wrote {path}")
     return path
+
+
+def local_shakespeare() -> Path | None:
+    """Tiny Shakespeare on this machine, never downloaded: $GPTLIB_TINYSHAKESPEARE (the
+    copy ./dev points at) or ../shared/data/ beside the clone; None if neither."""
+    copies = [
+        os.environ.get("GPTLIB_TINYSHAKESPEARE", ""),
+        Path(__file__).resolve().parents[2] / "shared" / "data" / "tinyshakespeare.txt",
+    ]
+    return next((Path(p) for p in copies if p and Path(p).is_file()), None)

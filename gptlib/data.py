@@ -347,16 +347,22 @@ def load_token_files(data_dir: str | Path) -> tuple[np.memmap, np.memmap, Tokeni
     return train, val, tokenizer
 
 
-def read_token_record(path: Path) -> dict[str, Any]:
-    """tokens.json, each field of the type `prepare_token_files` writes."""
+def read_record(path: Path, record_format: str, what: str) -> dict[str, Any]:
+    """A JSON record gptlib wrote: a dict with this "format" and version 1."""
     try:
         record = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, ValueError) as e:
         raise TokenFileError(f"{path} is not JSON: {e}") from None
-    if not isinstance(record, dict) or record.get("format") != RECORD_FORMAT:
-        raise TokenFileError(f"{path} is not a gptlib token record")
+    if not isinstance(record, dict) or record.get("format") != record_format:
+        raise TokenFileError(f"{path} is not a gptlib {what}")
     if record.get("version") != 1:
         raise TokenFileError(f"{path} has version {record.get('version')!r}, not 1")
+    return record
+
+
+def read_token_record(path: Path) -> dict[str, Any]:
+    """tokens.json, each field of the type `prepare_token_files` writes."""
+    record = read_record(path, RECORD_FORMAT, "token record")
     fields = {k: record.get(k) for k in ("dtype", "vocab_size", "tokenizer_sha256")}
     for split in ("train", "val"):
         part = record.get(split)

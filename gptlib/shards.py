@@ -37,6 +37,7 @@ from gptlib.checkpoint import atomic_write_bytes
 from gptlib.data import (
     TokenFileError,
     course_sections,
+    read_record,
     token_dtype,
     tokenizer_fingerprint,
 )
@@ -416,14 +417,7 @@ def start_or_resume(
 def read_index(path: Path) -> dict[str, Any]:
     """index.json, each field checked before anything trusts it (a file name that
     could point outside the folder included)."""
-    try:
-        index = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, ValueError) as e:
-        raise TokenFileError(f"{path} is not JSON: {e}") from None
-    if not isinstance(index, dict) or index.get("format") != INDEX_FORMAT:
-        raise TokenFileError(f"{path} is not a gptlib shard index")
-    if index.get("version") != 1:
-        raise TokenFileError(f"{path} has version {index.get('version')!r}, not 1")
+    index = read_record(path, INDEX_FORMAT, "shard index")
     checks: list[tuple[str, Callable[[Any], bool]]] = [
         ("complete", lambda v: isinstance(v, bool)),
         ("settings", lambda v: isinstance(v, dict)),
