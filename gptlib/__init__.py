@@ -50,6 +50,7 @@ from gptlib.model import (
     GPTConfig,
     KVCache,
     StaticKVCache,
+    attention_weights,
     manual_attention,
     preset_config,
 )
@@ -109,6 +110,7 @@ __all__ = [
     "UnknownCharacterError",
     "UnknownPatternError",
     "apply_lora",
+    "attention_weights",
     "count_parameters",
     "course_choices",
     "encode_corpus",

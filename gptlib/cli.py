@@ -1,5 +1,5 @@
-"""The command line: `gptlib train | prepare | sample | finetune | classify | eval`
-(or `python -m gptlib ...`).
+"""The command line: `gptlib train | prepare | sample | finetune | classify | eval |
+export | bench` (or `python -m gptlib ...`).
 
 A thin layer over the library. Every field of `GPTConfig` and `TrainConfig` is a flag
 of `gptlib train` (the training ones of `gptlib finetune` too), with the field's type,
@@ -18,6 +18,7 @@ import types
 import typing
 from collections.abc import Callable
 from dataclasses import fields
+from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
 
@@ -538,6 +539,31 @@ def build_parser() -> argparse.ArgumentParser:
         help="tokens per sample on the board (default: 60)",
     )
     e.add_argument("--out", type=Path, help="write the results to this JSON file")
+
+    x = commands.add_parser(
+        "export",
+        parents=[debug],
+        help="write a trained model and its tokenizer for a web page (ONNX)",
+        description="Write model.onnx (token ids -> logits and, unless "
+        "--no-attention, every head's attention weights; any batch and length up to "
+        "block_size) and tokenizer.json, for onnxruntime-web; onnxruntime checks the "
+        "logits against PyTorch's. Needs pip install 'gptlib[web]'.",
+    )
+    x.add_argument(
+        "--checkpoint",
+        type=Path,
+        help=f"a checkpoint file or run folder (default: the newest "
+        f"runs/*/{CHECKPOINT_NAME})",
+    )
+    x.add_argument(
+        "--onnx", type=Path, required=True, metavar="DIR", help="the folder to write"
+    )
+    x.add_argument(
+        "--no-attention",
+        dest="attention",
+        action="store_false",
+        help="logits only (the playground's attention view needs the weights)",
+    )
 
     b = commands.add_parser(
         "bench",
@@ -1122,6 +1148,37 @@ def cmd_classify(args: argparse.Namespace) -> int:
     return 0
 
 
+def check_export(args: argparse.Namespace) -> None:
+    args.checkpoint = check_existing_checkpoint(args.checkpoint, "--checkpoint")
+    missing = [m for m in ("onnx", "onnxscript", "onnxruntime") if not find_spec(m)]
+    if missing:
+        raise UsageError(
+            f"exporting needs {', '.join(missing)}: pip install 'gptlib[web]'"
+        )
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from gptlib.export import export_for_web
+
+    model, tokenizer = load_model(args.checkpoint, "cpu")
+    if tokenizer is None:
+        raise ValueError(f"{args.checkpoint} holds no tokenizer for the web page")
+    done = export_for_web(model, tokenizer, args.onnx, args.attention)
+    print(
+        f"{done['model']}: {done['model_bytes'] / 1e6:.1f} MB, "
+        f"{done['parameters']:,} parameters, up to {done['block_size']} tokens"
+        + (", with attention weights" if done["attention"] else "")
+    )
+    print(
+        f"onnxruntime's logits differ from PyTorch's by at most "
+        f"{done['max_difference']:.1e}"
+    )
+    print(
+        f"{done['tokenizer']}: {tokenizer.kind} tokenizer, vocab {tokenizer.vocab_size}"
+    )
+    return 0
+
+
 def check_eval(args: argparse.Namespace) -> None:
     check_device(args)
     if not args.checkpoint and not args.pretrained:
@@ -1259,6 +1316,7 @@ COMMANDS: dict[str, tuple[Callable, Callable]] = {
     "finetune": (check_finetune, cmd_finetune),
     "classify": (check_classify, cmd_classify),
     "eval": (check_eval, cmd_eval),
+    "export": (check_export, cmd_export),
     "bench": (check_bench, cmd_bench),
 }
 # what a user can cause and fix: one line, no traceback

@@ -91,13 +91,19 @@ class CausalSelfAttention(nn.Module):
         self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
         self.resid_dropout = nn.Dropout(config.dropout)
 
-    def forward(self, x: torch.Tensor, cache: "KVCache | None" = None) -> torch.Tensor:
+    def heads(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The queries, keys and values of every head: (B, T, C) -> 3 x (B, H, T, D)."""
         B, T, C = x.shape
         q, k, v = self.c_attn(x).split(C, dim=2)  # each (B, T, C)
         # split C into H heads of size D and move heads next to batch: (B, H, T, D)
         q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
         k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
         v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
+        return q, k, v
+
+    def forward(self, x: torch.Tensor, cache: "KVCache | None" = None) -> torch.Tensor:
+        B, T, C = x.shape
+        q, k, v = self.heads(x)  # each (B, H, T, D)
         mask = None  # None: the usual causal mask (is_causal)
         if cache is not None:  # generating: earlier tokens' keys and values come too
             k, v, mask = cache.update(self.layer, k, v)  # (B, H, past + T, D)
@@ -128,12 +134,19 @@ def manual_attention(
     Under bfloat16 autocast on a CPU this beats the fused kernel's backward pass
     (chapter 13 measures it); the softmax runs in float32 either way.
     """
+    att = attention_weights(q, k)  # (B, H, T, S)
+    att = F.dropout(att, dropout_p) if dropout_p > 0 else att
+    return att.to(v.dtype) @ v  # (B, H, T, D)
+
+
+def attention_weights(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """softmax(q k^T / sqrt(D)) under the causal mask, in float32: how much each of the
+    T queries takes from each of the S positions, (B, H, T, S), every row summing to 1.
+    (What chapter 06 draws, and the browser playground shows for a reader's text.)"""
     T, S = q.size(2), k.size(2)
     att = (q @ k.transpose(-2, -1)) / math.sqrt(q.size(-1))  # (B, H, T, S)
     causal = torch.ones(T, S, dtype=torch.bool, device=q.device).tril(S - T)
-    att = att.float().masked_fill(~causal, float("-inf")).softmax(dim=-1)
-    att = F.dropout(att, dropout_p) if dropout_p > 0 else att
-    return att.to(v.dtype) @ v  # (B, H, T, D)
+    return att.float().masked_fill(~causal, float("-inf")).softmax(dim=-1)
 
 
 # --8<-- [end:manual_attention]

@@ -276,6 +276,9 @@ CLI_CASES = [
     ("eval --checkpoint runs/nano --choices abc.txt", 1, "not a multiple-choice"),
     ("eval --checkpoint runs/abc --corpus course-en", 1, "not in the vocabulary"),
     ("sample --pretrained runs/nano", 1, "lacks config.json"),
+    # exporting for the browser
+    ("export --onnx web --checkpoint nope", 2, "no checkpoint at nope"),
+    ("export --onnx web --checkpoint garbage.safetensors", 1, "not a readable"),
 ]
 
 
