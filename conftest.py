@@ -418,14 +418,19 @@ def xdist_group(nodeid: str) -> str:
     """The group a test runs in under pytest-xdist: its file, except that all the pages
     are one group (run one after another by one worker: their numbers were measured
     with all the machine's threads, see PageSession.env, and two such kernels at once
-    would fight over the cores), and that the site build and the browser tests, which
-    share the built site, are one."""
+    would fight over the cores), and that the site build and the browser tests (the
+    playground's too), which share the built site, are one."""
     path = nodeid.split("::")[0]
     if path.startswith("docs/"):
         return "pages"
     return (
         "site"
-        if path in ("tests/test_site_build.py", "tests/test_browser.py")
+        if path
+        in (
+            "tests/test_site_build.py",
+            "tests/test_browser.py",
+            "tests/test_playground.py",
+        )
         else path
     )
 
